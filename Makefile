@@ -1,0 +1,49 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEMO_USERS ?= 10000
+
+.PHONY: install demo demo-build serve test lint bench bench-features system-deps clean
+
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel (the machine's pip config finds it locally).
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Binaries the tests need that pip cannot provide: redis-server (tests start a private one).
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
+	  else echo "redis-server is missing: run 'sudo apt-get install redis-server'"; exit 1; fi; }
+
+demo-build: $(STAMP)
+	$(BIN)/recsys demo build --users $(DEMO_USERS)
+
+demo: demo-build
+	$(BIN)/recsys demo serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP) system-deps
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check . || true
+
+bench-features: $(STAMP) system-deps
+	$(BIN)/python -m loadtests.bench_features
+
+bench: bench-features
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache

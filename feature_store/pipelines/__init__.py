@@ -1,0 +1,1 @@
+"""Feature computations: semantic basis, LTE, recent items."""

@@ -1,0 +1,1 @@
+"""Canonical data format, dataset adapters and the synthetic generator."""

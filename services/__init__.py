@@ -1,0 +1,1 @@
+"""HTTP services: a shared kit and one small app per recommender family."""

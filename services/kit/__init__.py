@@ -1,0 +1,1 @@
+"""The shared service kit: app factory, settings, metrics, errors, auth, feature client."""

@@ -1,0 +1,46 @@
+"""The app factory every service uses: errors, metrics, health and readiness in one call.
+
+A service passes its routers and a readiness check; /healthz says the process is up,
+/readyz says it can serve (models loaded, online store reachable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+
+from services.kit.errors import error_body, install_error_handlers
+from services.kit.metrics import install_metrics
+
+ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+def create_app(
+    name: str,
+    routers: Sequence[APIRouter],
+    ready: ReadyCheck | None = None,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    version: str = "0.1.0",
+) -> FastAPI:
+    app = FastAPI(title=f"recsys {name}", version=version, lifespan=lifespan)
+    install_error_handlers(app)
+    install_metrics(app, name)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": name}
+
+    @app.get("/readyz", tags=["ops"], responses={503: {"description": "not ready"}})
+    def readyz() -> JSONResponse:
+        ok, details = ready() if ready else (True, {})
+        if ok:
+            return JSONResponse({"status": "ready", "service": name, **details})
+        return JSONResponse(error_body("not_ready", f"{name} is not ready", details), status_code=503)
+
+    for router in routers:
+        app.include_router(router)
+    return app

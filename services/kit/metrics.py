@@ -1,0 +1,69 @@
+"""Prometheus metrics shared by all services.
+
+Request latency by route/model/version, feature read latency, inference latency, errors.
+With several worker processes set PROMETHEUS_MULTIPROC_DIR; ``metrics_response`` then
+aggregates across processes (prometheus_client multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+REQUEST_LATENCY = Histogram(
+    "recsys_request_seconds",
+    "HTTP request latency",
+    ["service", "route", "method", "status", "model", "version"],
+    buckets=_BUCKETS,
+)
+FEATURE_READ_LATENCY = Histogram(
+    "recsys_feature_read_seconds", "Online feature read latency", ["service", "view", "store"], buckets=_BUCKETS
+)
+INFERENCE_LATENCY = Histogram(
+    "recsys_inference_seconds", "Model inference latency", ["service", "model", "version"], buckets=_BUCKETS
+)
+ERRORS = Counter("recsys_errors_total", "Responses with status >= 400", ["service", "route", "status"])
+MISSING_ENTITIES = Counter("recsys_missing_entities_total", "Entities read that the online store lacks", ["view"])
+
+
+def install_metrics(app: FastAPI, service: str) -> None:
+    @app.middleware("http")
+    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        model = getattr(request.state, "model", "")
+        version = getattr(request.state, "model_version", "")
+        status = str(response.status_code)
+        REQUEST_LATENCY.labels(service, path, request.method, status, model, version).observe(
+            time.perf_counter() - start
+        )
+        if response.status_code >= 400:
+            ERRORS.labels(service, path, status).inc()
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def _metrics() -> Response:
+        return metrics_response()
+
+
+def metrics_response() -> Response:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
