@@ -14,6 +14,7 @@ the serving path can resolve ``lte_avg@v3`` without importing it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -88,11 +89,11 @@ class FeatureVersion(BaseModel):
     description: str = ""
     params: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def ref(self) -> str:
         return f"{self.view}@v{self.version}"
 
-    @property
+    @functools.cached_property
     def feast_name(self) -> str:
         """The Feast feature view that serves this version."""
         return feast_view_name(self.view, self.version)
@@ -123,6 +124,7 @@ def feast_view_name(view: str, version: int) -> str:
     return f"{view}__v{version}"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_ref(ref: str) -> tuple[str, int, str | None]:
     """``"lte_avg@v3"`` or ``"lte_avg@v3:lte"`` into (view, version, feature)."""
     m = _REF_RE.match(ref.strip())

@@ -15,7 +15,12 @@ from typing import Literal
 
 import numpy as np
 
-from feature_store.online.valueproto import decode_float_list_into, decode_timestamp, decode_value
+from feature_store.online.valueproto import (
+    decode_float_list_into,
+    decode_timestamp,
+    decode_value,
+    float_list_header,
+)
 from feature_store.versions import FeatureField, FeatureStoreError, FeatureVersion
 
 # What a missing entity (or a feature never written for it) reads as.
@@ -42,13 +47,21 @@ class FeatureRows:
 
     values[name] is an (n, length) float32 array for fixed-length vectors, else a list.
     present[i] is False for entities the online store does not have (values hold defaults).
+    event_ts (the feature row's event time, for freshness checks) is decoded on first use.
     """
 
     ref: str
     entity_ids: list[str]
     present: np.ndarray
     values: dict[str, object]
-    event_ts: list[datetime | None]
+    raw_ts: list[object]
+    _event_ts: list[datetime | None] | None = None
+
+    @property
+    def event_ts(self) -> list[datetime | None]:
+        if self._event_ts is None:
+            self._event_ts = [decode_ts(t) for t in self.raw_ts]
+        return self._event_ts
 
     def row(self, i: int) -> dict[str, object]:
         return {name: col[i] for name, col in self.values.items()}  # type: ignore[index]
@@ -65,6 +78,8 @@ class OnlineReader(ABC):
 
     def __init__(self, project: str) -> None:
         self.project = project
+        # (ref, requested features) -> resolved fields; specs are immutable so this never goes stale.
+        self._plans: dict[tuple[str, tuple[str, ...] | None], list[FeatureField]] = {}
 
     @abstractmethod
     def fetch_raw(
@@ -82,19 +97,19 @@ class OnlineReader(ABC):
         features: Sequence[str] | None = None,
         missing: MissingPolicy = "default",
     ) -> FeatureRows:
-        fields = list(version.fields) if features is None else [version.field(n) for n in features]
-        ids = [str(e) for e in entity_ids]
+        key = (version.ref, None if features is None else tuple(features))
+        fields = self._plans.get(key)
+        if fields is None:
+            fields = list(version.fields) if features is None else [version.field(n) for n in features]
+            self._plans[key] = fields
+        ids = entity_ids if isinstance(entity_ids, list) else list(entity_ids)
         raw = self.fetch_raw(version, fields, ids)
         n = len(ids)
         present = np.fromiter((r is not None for r in raw), dtype=bool, count=n)
         values: dict[str, object] = {}
         for j, f in enumerate(fields):
             if f.dtype == "float_list" and f.length:
-                mat = np.zeros((n, f.length), dtype=np.float32)
-                for i, r in enumerate(raw):
-                    if r is not None and r[j] is not None and not decode_float_list_into(r[j], mat[i]):  # type: ignore[arg-type]
-                        mat[i] = decode_value(r[j])  # type: ignore[assignment]
-                values[f.name] = mat
+                values[f.name] = _decode_vectors(raw, j, f.length, n)
                 continue
             col: list[object] = []
             for r in raw:
@@ -103,8 +118,33 @@ class OnlineReader(ABC):
                     v = default_value(f)
                 col.append(v)
             values[f.name] = col
-        ts = [decode_ts(r[-1]) if r is not None else None for r in raw]
-        return FeatureRows(ref=version.ref, entity_ids=ids, present=present, values=values, event_ts=ts)
+        ts = [r[-1] if r is not None else None for r in raw]
+        return FeatureRows(ref=version.ref, entity_ids=ids, present=present, values=values, raw_ts=ts)
+
+
+def _decode_vectors(raw: list[list[bytes | None] | None], j: int, length: int, n: int) -> np.ndarray:
+    """All rows' fixed-length FloatList values as one (n, length) matrix.
+
+    Hot path: every well-formed value starts with the same header, so the float bytes of all
+    rows are joined and converted with a single frombuffer instead of one parse per row.
+    """
+    header = float_list_header(length)
+    hlen = len(header)
+    size = hlen + 4 * length
+    rows = [i for i, r in enumerate(raw) if r is not None and r[j] is not None]
+    payloads = [raw[i][j] for i in rows]  # type: ignore[index]
+    if rows and all(len(p) == size and p.startswith(header) for p in payloads):  # type: ignore[arg-type, union-attr]
+        block = np.frombuffer(b"".join(p[hlen:] for p in payloads), dtype="<f4").reshape(len(rows), length)  # type: ignore[index]
+        if len(rows) == n:
+            return block.copy()  # writable, like the zero-filled path
+        mat = np.zeros((n, length), dtype=np.float32)
+        mat[rows] = block
+        return mat
+    mat = np.zeros((n, length), dtype=np.float32)
+    for i, p in zip(rows, payloads, strict=True):
+        if not decode_float_list_into(p, mat[i]):  # type: ignore[arg-type]
+            mat[i] = decode_value(p)  # type: ignore[assignment]
+    return mat
 
 
 def decode_ts(raw: object) -> datetime | None:

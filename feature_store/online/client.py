@@ -34,9 +34,10 @@ class FeatureClient:
     ) -> FeatureRows:
         """``read("lte_avg@v2", ["u1", "u2"])``; ``"lte_avg@v2:lte"`` reads one feature."""
         view, num, feature = parse_ref(ref)
+        spec = self._specs.get((view, num)) or self.version(ref)
         if feature is not None:
             features = [feature]
-        return self.reader.read(self.version(f"{view}@v{num}"), entity_ids, features, missing)
+        return self.reader.read(spec, entity_ids, features, missing)
 
     def close(self) -> None:
         self.reader.close()

@@ -11,6 +11,7 @@ Wire format reference: protobuf encoding (varint tags; wire type 0 varint, 1 fix
 
 from __future__ import annotations
 
+import functools
 import struct
 from datetime import UTC, datetime
 
@@ -125,6 +126,25 @@ def decode_float_list_into(buf: bytes, out: np.ndarray) -> bool:
         return False
     out[:] = np.frombuffer(buf, dtype="<f4", count=out.shape[0], offset=pos)
     return True
+
+
+@functools.lru_cache(maxsize=64)
+def float_list_header(length: int) -> bytes:
+    """The exact bytes before the floats of a FloatList Value holding ``length`` floats."""
+    inner = b"\x0a" + _encode_varint(4 * length)
+    return b"\x82\x01" + _encode_varint(len(inner) + 4 * length) + inner
+
+
+def _encode_varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
 
 
 def decode_timestamp(buf: bytes | None) -> datetime | None:
