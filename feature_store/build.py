@@ -44,7 +44,9 @@ def _arrow_table(frame: pd.DataFrame, join_key: str, fields: list[FeatureField])
     cols = {
         join_key: pa.array(frame[join_key].astype(str).tolist(), type=pa.string()),
         # Microsecond timestamps: the DuckDB offline store rejects nanoseconds.
-        "event_timestamp": pa.array(frame["event_timestamp"].astype("datetime64[us, UTC]"), type=pa.timestamp("us", "UTC")),
+        "event_timestamp": pa.array(
+            frame["event_timestamp"].astype("datetime64[us, UTC]"), type=pa.timestamp("us", "UTC")
+        ),
         "created_timestamp": pa.array(
             frame.get("created_timestamp", frame["event_timestamp"]).astype("datetime64[us, UTC]"),
             type=pa.timestamp("us", "UTC"),
@@ -132,3 +134,187 @@ def window_of(as_of: datetime, lag: timedelta, window: timedelta, every: timedel
 def utc(ts: datetime | str | pd.Timestamp) -> pd.Timestamp:
     t = pd.Timestamp(ts)
     return t.tz_localize(UTC) if t.tzinfo is None else t.tz_convert(UTC)
+
+
+# --------------------------------------------------------------------------- builds from prepared data
+
+
+def dataset_basis(settings: FeatureStoreSettings, dataset: str, kind: str = "auto", dim: int = 64):
+    """The dataset's semantic basis, built once and then frozen.
+
+    Every LTE version of a dataset is computed in the same basis (same fingerprint), which is
+    what lets a model trained on one LTE version read the next. The chosen fingerprint per
+    (dataset, kind) is recorded in ``datasets/<name>/bases.json``; later builds reuse it.
+    """
+    import json
+
+    from feature_store.pipelines.basis import build_attribute_basis, build_text_basis, load_basis, save_basis
+    from feature_store.sources.prepared import load_prepared
+
+    index_path = settings.data_dir / "datasets" / dataset / "bases.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    ds = None
+    if kind == "auto":
+        ds = load_prepared(settings, dataset)
+        kind = "text" if (ds.items["text"].str.len() > 0).mean() > 0.5 else "attributes"
+    key = f"{kind}:{dim}"
+    if key in index:
+        return load_basis(settings.basis_dir, index[key])
+    ds = ds or load_prepared(settings, dataset)
+    if kind == "text":
+        basis = build_text_basis(ds.items, dim=dim, cache_dir=settings.data_dir / "encoder_cache")
+    elif kind == "attributes":
+        basis = build_attribute_basis(ds.items, dim=dim)
+    else:
+        raise FeatureStoreError(f"unknown basis kind {kind!r}; use text, attributes or auto")
+    save_basis(basis, settings.basis_dir)
+    index[key] = basis.fingerprint
+    index_path.write_text(json.dumps(index, indent=2))
+    log.info("froze %s basis %s for %s", kind, basis.fingerprint[:12], dataset)
+    return basis
+
+
+def snapshot_grid(
+    first: pd.Timestamp, as_of: pd.Timestamp, every: timedelta, max_snapshots: int | None
+) -> list[pd.Timestamp]:
+    """As-of times ending at ``as_of`` and going back every ``every`` to the data's start.
+
+    Training examples get the newest snapshot at or before their own time (a point-in-time join),
+    so the spacing bounds how stale a training LTE can be; serving uses the last one.
+    """
+    times = []
+    t = as_of
+    while t > first and (max_snapshots is None or len(times) < max_snapshots):
+        times.append(t)
+        t = t - every
+    return sorted(times)
+
+
+def _as_of(ds_interactions: pd.DataFrame, as_of: str | None) -> pd.Timestamp:
+    if as_of:
+        return utc(as_of)
+    # Just after the last event, so the newest snapshot sees all data (minus the lag).
+    return utc(ds_interactions["timestamp"].max()) + pd.Timedelta(seconds=1)
+
+
+def build_lte(
+    settings: FeatureStoreSettings,
+    *,
+    dataset: str,
+    variant: str = "avg",
+    basis_kind: str = "auto",
+    as_of: str | None = None,
+    lag_days: float = 7.0,
+    window_days: float = 365.0,
+    every_days: float = 7.0,
+    max_snapshots: int | None = None,
+    epochs: int = 5,
+    seed: int = 0,
+) -> FeatureVersion:
+    """A new version of ``lte_avg`` or ``lte_ae`` for a prepared dataset."""
+    from feature_store.pipelines import lte
+    from feature_store.sources.prepared import load_prepared
+
+    if variant not in ("avg", "ae"):
+        raise FeatureStoreError(f"unknown LTE variant {variant!r}; use avg or ae")
+    ds = load_prepared(settings, dataset)
+    basis = dataset_basis(settings, dataset, basis_kind)
+    t_as_of = _as_of(ds.interactions, as_of)
+    inter = ds.interactions[ds.interactions["timestamp"] < t_as_of]
+    lag, win, every = timedelta(days=lag_days), timedelta(days=window_days), timedelta(days=every_days)
+    grid = snapshot_grid(utc(inter["timestamp"].min()), t_as_of, every, max_snapshots)
+    window = lte.LTEWindow(lag=lag, window=win)
+    params: dict[str, str | int | float | bool | None] = {"variant": variant, "basis_encoder": basis.encoder}
+    if variant == "avg":
+        frame = lte.compute_lte_average(inter, basis, window, grid)
+        description = "uniform average of basis vectors over the lagged window"
+    else:
+        model = lte.train_lte_autoencoder(inter, basis, window, grid, epochs=epochs, seed=seed)
+        frame = lte.compute_lte_autoencoder(model, inter, basis, window, grid)
+        enc_dir = (
+            settings.data_dir / "lte_encoders" / f"{dataset}-{basis.fingerprint[:12]}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        )
+        lte.save_lte_autoencoder(model, enc_dir)
+        params["encoder_dir"] = str(enc_dir.relative_to(settings.data_dir))
+        description = "asymmetric autoencoder: trainable encoder, decoder fixed to the basis"
+    manifest = ds.meta.get("manifest", {})
+    params["data_id"] = manifest.get("data_id")  # type: ignore[union-attr]
+    return write_version(
+        settings,
+        view=f"lte_{variant}",
+        entity="user",
+        frame=frame,
+        fields=lte_fields(basis.dim),
+        window=window_of(t_as_of.to_pydatetime(), lag, win, every, grid[0].to_pydatetime() if grid else None),
+        dataset=dataset,
+        basis_fingerprint=basis.fingerprint,
+        description=description,
+        params=params,
+    )
+
+
+RECENT_FIELDS = [
+    FeatureField(name="item_ids", dtype="string_list"),
+    FeatureField(name="timestamps", dtype="int64_list"),
+]
+
+
+def build_recent(
+    settings: FeatureStoreSettings,
+    *,
+    dataset: str,
+    as_of: str | None = None,
+    every_days: float = 7.0,
+    max_len: int = 50,
+    max_snapshots: int | None = None,
+) -> FeatureVersion:
+    """A new version of ``recent_items``: each user's last ``max_len`` items before each snapshot."""
+    from feature_store.pipelines.recent import compute_recent_items
+    from feature_store.sources.prepared import load_prepared
+
+    ds = load_prepared(settings, dataset)
+    t_as_of = _as_of(ds.interactions, as_of)
+    inter = ds.interactions[ds.interactions["timestamp"] < t_as_of]
+    every = timedelta(days=every_days)
+    grid = snapshot_grid(utc(inter["timestamp"].min()), t_as_of, every, max_snapshots)
+    frame = compute_recent_items(inter, grid, max_len=max_len)
+    return write_version(
+        settings,
+        view="recent_items",
+        entity="user",
+        frame=frame,
+        fields=RECENT_FIELDS,
+        window=window_of(
+            t_as_of.to_pydatetime(), timedelta(0), timedelta(0), every, grid[0].to_pydatetime() if grid else None
+        ),
+        dataset=dataset,
+        description=f"last {max_len} items strictly before each snapshot, most recent last",
+        params={"max_len": max_len},
+    )
+
+
+def build_items(settings: FeatureStoreSettings, *, dataset: str, as_of: str | None = None) -> FeatureVersion:
+    """A new version of ``item_features``: creator, popularity before as_of, content vector."""
+    from feature_store.pipelines.recent import compute_item_features
+    from feature_store.sources.prepared import load_prepared
+
+    ds = load_prepared(settings, dataset)
+    basis = dataset_basis(settings, dataset, "auto")
+    t_as_of = _as_of(ds.interactions, as_of)
+    frame = compute_item_features(ds.items, ds.interactions, basis, t_as_of)
+    fields = [
+        FeatureField(name="creator_id", dtype="string"),
+        FeatureField(name="popularity", dtype="int64"),
+        FeatureField(name="content", dtype="float_list", length=basis.dim),
+    ]
+    return write_version(
+        settings,
+        view="item_features",
+        entity="item",
+        frame=frame,
+        fields=fields,
+        window=window_of(t_as_of.to_pydatetime(), timedelta(0), timedelta(0), None, None),
+        dataset=dataset,
+        basis_fingerprint=basis.fingerprint,
+        description="creator, interactions before as_of, content vector in the dataset's basis",
+    )

@@ -45,8 +45,19 @@ def _start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
@@ -75,8 +86,13 @@ def _build(settings: FeatureStoreSettings, n_users: int, dim: int):
         }
     )
     spec = write_version(
-        settings, view="lte_avg", entity="user", frame=frame, fields=lte_fields(dim),
-        window=window_of(as_of.to_pydatetime(), timedelta(days=7), timedelta(days=365), None, None), dataset="bench",
+        settings,
+        view="lte_avg",
+        entity="user",
+        frame=frame,
+        fields=lte_fields(dim),
+        window=window_of(as_of.to_pydatetime(), timedelta(days=7), timedelta(days=365), None, None),
+        dataset="bench",
     )
     store = feast_ops.get_store(settings)
     feast_ops.apply(settings, store)
@@ -126,7 +142,9 @@ def run(n_users: int, dim: int, iters_1: int, iters_100: int) -> dict:
         try:
             for backend in ("redis", "sqlite"):
                 settings = FeatureStoreSettings(
-                    data_dir=Path(tmp) / backend, project="bench", online_store=backend,
+                    data_dir=Path(tmp) / backend,
+                    project="bench",
+                    online_store=backend,
                     redis_url=url if backend == "redis" else None,
                 )
                 print(f"[{backend}] building {n_users} users x {dim}-d LTE through Feast ...", flush=True)
@@ -147,7 +165,7 @@ def run(n_users: int, dim: int, iters_1: int, iters_100: int) -> dict:
                     fields = reader._hash_fields(spec.feast_name, ("lte", "n_items"))
                     keys = {e: reader.keys("user_id", [e])[0] for e in ids_all}
 
-                    def raw(ids: list[str]) -> None:
+                    def raw(ids: list[str], raw_client=raw_client, keys=keys, fields=fields) -> None:
                         if len(ids) == 1:
                             raw_client.hmget(keys[ids[0]], fields)
                             return
@@ -167,7 +185,7 @@ def run(n_users: int, dim: int, iters_1: int, iters_100: int) -> dict:
                     stats = {name: _percentiles(t) for name, t in times.items()}
                     base = stats.get("raw_redis")
                     if base:
-                        for name, s in stats.items():
+                        for s in stats.values():
                             s["p50_ratio_to_raw"] = s["p50_ms"] / base["p50_ms"]
                             s["p99_ratio_to_raw"] = s["p99_ms"] / base["p99_ms"]
                     store_res[f"{size}_entities"] = stats

@@ -118,7 +118,7 @@ def decode_float_list_into(buf: bytes, out: np.ndarray) -> bool:
     """
     if not buf or buf[0] != 0x82 or buf[1] != 0x01:  # tag of field 16, wire type 2
         return False
-    n, pos = _varint(buf, 2)
+    _, pos = _varint(buf, 2)
     if buf[pos] != 0x0A:  # FloatList.val, field 1, wire type 2 (packed)
         return False
     m, pos = _varint(buf, pos + 1)

@@ -27,7 +27,9 @@ SERVICE = "features"
 
 
 class ReadRequest(BaseModel):
-    ref: str = Field(description="pinned feature version, e.g. 'lte_avg@v1' or 'lte_avg@v1:lte'", examples=["lte_avg@v1"])
+    ref: str = Field(
+        description="pinned feature version, e.g. 'lte_avg@v1' or 'lte_avg@v1:lte'", examples=["lte_avg@v1"]
+    )
     entity_ids: list[str] = Field(min_length=1, description="entity ids (user_id, item_id ...)")
     features: list[str] | None = Field(default=None, description="subset of the version's features")
 

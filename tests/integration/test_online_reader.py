@@ -78,12 +78,23 @@ def store_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     frames = {1: _lte_frame(1, T1), 2: _lte_frame(2, T2)}
     for n in (1, 2):
         write_version(
-            settings, view="lte_avg", entity="user", frame=frames[n], fields=lte_fields(DIM),
-            window=_window(T1 if n == 1 else T2), dataset="test", basis_fingerprint="fp-test",
+            settings,
+            view="lte_avg",
+            entity="user",
+            frame=frames[n],
+            fields=lte_fields(DIM),
+            window=_window(T1 if n == 1 else T2),
+            dataset="test",
+            basis_fingerprint="fp-test",
         )
     write_version(
-        settings, view="recent_items", entity="user", frame=_recent_frame(T2), fields=RECENT_FIELDS,
-        window=_window(T2), dataset="test",
+        settings,
+        view="recent_items",
+        entity="user",
+        frame=_recent_frame(T2),
+        fields=RECENT_FIELDS,
+        window=_window(T2),
+        dataset="test",
     )
     store = feast_ops.get_store(settings)
     feast_ops.apply(settings, store)
@@ -101,7 +112,7 @@ def _feast_read(store, feast_view: str, features: list[str], join_key: str, ids:
 
 @pytest.mark.parametrize("ref", ["lte_avg@v1", "lte_avg@v2"])
 def test_vector_reads_equal_feast(store_env, ref: str) -> None:
-    settings, store, client, _ = store_env
+    _, store, client, _ = store_env
     ids = [f"u{i}" for i in range(N_USERS)] + ["nobody", "u-missing"]
     ours = client.read(ref, ids)
     spec = client.version(ref)
@@ -118,7 +129,7 @@ def test_vector_reads_equal_feast(store_env, ref: str) -> None:
 
 
 def test_list_and_scalar_reads_equal_feast(store_env) -> None:
-    settings, store, client, _ = store_env
+    _, store, client, _ = store_env
     ids = [f"u{i}" for i in range(N_USERS)]
     ours = client.read("recent_items@v1", ids)
     theirs = _feast_read(store, "recent_items__v1", [f.name for f in RECENT_FIELDS], "user_id", ids)
@@ -164,8 +175,13 @@ def test_materializing_new_version_never_disturbs_live_reads(store_env) -> None:
     ids = [f"u{i}" for i in range(0, N_USERS, 3)]
     baseline = client.read("lte_avg@v2", ids).values["lte"].copy()
     spec = write_version(
-        settings, view="lte_avg", entity="user", frame=_lte_frame(3, T2 + pd.Timedelta(days=10), n_users=N_USERS * 3),
-        fields=lte_fields(DIM), window=_window(T2), dataset="test",
+        settings,
+        view="lte_avg",
+        entity="user",
+        frame=_lte_frame(3, T2 + pd.Timedelta(days=10), n_users=N_USERS * 3),
+        fields=lte_fields(DIM),
+        window=_window(T2),
+        dataset="test",
     )
     feast_ops.apply(settings, store)
     errors: list[BaseException] = []
@@ -181,7 +197,7 @@ def test_materializing_new_version_never_disturbs_live_reads(store_env) -> None:
                 if not np.array_equal(got, baseline):
                     raise AssertionError("live version changed during materialization")
                 reads += 1
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             reader_client.close()
@@ -206,8 +222,13 @@ def test_retention_guard_and_retire(store_env) -> None:
     assert client.read("recent_items@v1", ["u0"]).present[0]
     # A throwaway version nobody pins can go; its online data and Feast view go with it.
     spec = write_version(
-        settings, view="scratch", entity="user", frame=_lte_frame(4, T1, n_users=10), fields=lte_fields(DIM),
-        window=_window(T1), dataset="test",
+        settings,
+        view="scratch",
+        entity="user",
+        frame=_lte_frame(4, T1, n_users=10),
+        fields=lte_fields(DIM),
+        window=_window(T1),
+        dataset="test",
     )
     feast_ops.apply(settings, store)
     feast_ops.materialize(settings, spec.ref, store)

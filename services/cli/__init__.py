@@ -1,0 +1,30 @@
+"""The ``recsys`` command: a thin layer that wires commands to the packages; no logic lives here.
+
+recsys data list | prepare
+recsys features apply | build-lte | build-recent | build-items | materialize | versions | status | retire
+recsys demo build | serve
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import typer
+
+from services.cli import data as data_cmds
+from services.cli import demo as demo_cmds
+from services.cli import features as feature_cmds
+
+# Feast phones home unless told not to; the machine has no internet anyway.
+os.environ.setdefault("FEAST_USAGE", "False")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Recommendation platform command line.")
+app.add_typer(data_cmds.app, name="data", help="Datasets in the canonical format.")
+app.add_typer(feature_cmds.app, name="features", help="Versioned feature store.")
+app.add_typer(demo_cmds.app, name="demo", help="The embedded demo: build and serve.")
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("RECSYS_LOG_LEVEL", "INFO").upper(), format="%(levelname)s %(message)s")
+    app()
