@@ -210,8 +210,13 @@ def build_lte(
     max_snapshots: int | None = None,
     epochs: int = 5,
     seed: int = 0,
+    ae_samples: int = 40_000,
 ) -> FeatureVersion:
-    """A new version of ``lte_avg`` or ``lte_ae`` for a prepared dataset."""
+    """A new version of ``lte_avg`` or ``lte_ae`` for a prepared dataset.
+
+    The autoencoder's encoder is shared by all snapshots, so it trains on a sample of
+    (user, snapshot) pairs (``ae_samples``) and is then applied to every snapshot.
+    """
     from feature_store.pipelines import lte
     from feature_store.sources.prepared import load_prepared
 
@@ -229,13 +234,14 @@ def build_lte(
         frame = lte.compute_lte_average(inter, basis, window, grid)
         description = "uniform average of basis vectors over the lagged window"
     else:
-        model = lte.train_lte_autoencoder(inter, basis, window, grid, epochs=epochs, seed=seed)
+        model = lte.train_lte_autoencoder(inter, basis, window, grid, epochs=epochs, seed=seed, max_samples=ae_samples)
         frame = lte.compute_lte_autoencoder(model, inter, basis, window, grid)
         enc_dir = (
             settings.data_dir / "lte_encoders" / f"{dataset}-{basis.fingerprint[:12]}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
         )
         lte.save_lte_autoencoder(model, enc_dir)
         params["encoder_dir"] = str(enc_dir.relative_to(settings.data_dir))
+        params.update(epochs=epochs, seed=seed, ae_samples=ae_samples)
         description = "asymmetric autoencoder: trainable encoder, decoder fixed to the basis"
     manifest = ds.meta.get("manifest", {})
     params["data_id"] = manifest.get("data_id")  # type: ignore[union-attr]
@@ -301,7 +307,7 @@ def build_items(settings: FeatureStoreSettings, *, dataset: str, as_of: str | No
     ds = load_prepared(settings, dataset)
     basis = dataset_basis(settings, dataset, "auto")
     t_as_of = _as_of(ds.interactions, as_of)
-    frame = compute_item_features(ds.items, ds.interactions, basis, t_as_of)
+    frame = compute_item_features(ds.items, ds.interactions, basis, [t_as_of])
     fields = [
         FeatureField(name="creator_id", dtype="string"),
         FeatureField(name="popularity", dtype="int64"),

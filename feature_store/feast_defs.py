@@ -66,8 +66,9 @@ def feature_view(spec: FeatureVersion, data_dir: Path, ents: dict[str, Entity]) 
 def build_objects(catalog: VersionCatalog, data_dir: Path) -> list[object]:
     """Entities, a view per active version, and a ``<view>_latest`` service per logical view.
 
-    Services are a convenience for exploring; models pin explicit ``view@vN`` refs instead,
-    because a FeatureService cannot pin a version of a versioned view (Feast #6717).
+    Services are a convenience for exploring; models pin explicit ``view@vN`` refs instead.
+    (Feast 0.67 can pin one native version per service, but not two versions of one view:
+    see docs/feast-versioning.md.)
     """
     ents = entities()
     objects: list[object] = list(ents.values())

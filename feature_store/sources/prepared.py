@@ -49,7 +49,17 @@ def prepare(settings: FeatureStoreSettings, dataset: Dataset) -> dict[str, objec
     """Write a canonical dataset to parquet; returns its manifest (counts and a content id)."""
     d = _dir(settings, dataset.name)
     d.mkdir(parents=True, exist_ok=True)
-    inter = validate_interactions(dataset.interactions).sort_values(["user_id", "timestamp"], kind="stable")
+    inter = validate_interactions(dataset.interactions)
+    split = dataset.meta.get("split")
+    if split is not None:
+        # Split labels (train/test files of a dataset) travel row-aligned in their own file.
+        inter = inter.assign(__split=pd.Series(split, index=inter.index).astype(str).to_numpy())
+    inter = inter.sort_values(["user_id", "timestamp"], kind="stable")
+    if split is not None:
+        inter[["__split"]].rename(columns={"__split": "split"}).to_parquet(d / "split.parquet", index=False)
+        inter = inter.drop(columns="__split")
+    else:
+        (d / "split.parquet").unlink(missing_ok=True)
     items = validate_items(dataset.items)
     inter.to_parquet(d / "interactions.parquet", index=False)
     items.to_parquet(d / "items.parquet", index=False)
@@ -66,7 +76,7 @@ def prepare(settings: FeatureStoreSettings, dataset: Dataset) -> dict[str, objec
         "last": inter["timestamp"].max().isoformat(),
         "data_id": "sha256:" + h.hexdigest()[:16],
         "prepared_at": datetime.now(UTC).isoformat(),
-        "reports": [str(r) for r in dataset.meta.get("load_reports", [])],  # type: ignore[union-attr]
+        "skipped_rows": [str(r) for r in dataset.meta.get("load_reports", []) if r.rows_skipped],  # type: ignore[union-attr]
     }
     (d / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
@@ -87,7 +97,10 @@ def load_prepared(settings: FeatureStoreSettings, name: str) -> Dataset:
     inter = pd.read_parquet(d / "interactions.parquet")
     items = pd.read_parquet(d / "items.parquet")
     items["attributes"] = items["attributes"].map(list)
-    return Dataset(name=name, interactions=inter, items=items, time_kind=m["time_kind"], meta={"manifest": m})  # type: ignore[arg-type]
+    meta: dict[str, object] = {"manifest": m}
+    if (d / "split.parquet").exists():
+        meta["split"] = pd.read_parquet(d / "split.parquet")["split"].to_numpy()
+    return Dataset(name=name, interactions=inter, items=items, time_kind=m["time_kind"], meta=meta)  # type: ignore[arg-type]
 
 
 def prepared_names(settings: FeatureStoreSettings) -> list[str]:

@@ -53,5 +53,5 @@ def prepare(
     console.print(
         f"prepared {name}: {m['users']} users, {m['items']} items, {m['interactions']} interactions ({m['data_id']})"
     )
-    for report in m["reports"]:  # type: ignore[union-attr]
+    for report in m["skipped_rows"]:  # type: ignore[union-attr]
         console.print(f"[yellow]{report}[/yellow]")

@@ -60,11 +60,15 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000))
         console.print("[red]nothing is online; run `recsys demo build` first[/red]")
         raise typer.Exit(code=2)
     lte = next((r for r in reversed(online) if r.startswith("lte_avg@")), online[-1])
+    spec = catalog.resolve(lte)
+    import pyarrow.parquet as pq
+
+    user = pq.read_table(settings.data_dir / spec.source_path, columns=[spec.join_key]).column(0)[0].as_py()
     console.print(f"serving {', '.join(online)} on http://{host}:{port}")
     console.print("try:")
     console.print(
         f"  curl -s http://{host}:{port}/v1/features/read -H 'content-type: application/json' "
-        f'-d \'{{"ref": "{lte}", "entity_ids": ["u00001", "nobody"]}}\'',
+        f'-d \'{{"ref": "{lte}", "entity_ids": ["{user}", "nobody"]}}\'',
         soft_wrap=True,
     )
     console.print(f"  curl -s http://{host}:{port}/v1/features/versions", soft_wrap=True)

@@ -21,6 +21,11 @@ from prometheus_client import (
     multiprocess,
 )
 
+# prometheus_client chooses per-process file-backed values when a metric is created, if
+# PROMETHEUS_MULTIPROC_DIR is set then. Decide how to expose them at that same moment: importing
+# Feast later sets the variable for its own use and must not switch this process's /metrics.
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 REQUEST_LATENCY = Histogram(
@@ -62,7 +67,7 @@ def install_metrics(app: FastAPI, service: str) -> None:
 
 
 def metrics_response() -> Response:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if MULTIPROCESS:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""Model registry and recommender families (sequential, basket, ctr, ...)."""

@@ -1,0 +1,133 @@
+"""The demo end to end with real processes: `recsys demo build`, then the service under uvicorn."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from feature_store.config import REPO_ROOT
+from tests.conftest import free_port
+
+RECSYS = str(Path(sys.executable).parent / "recsys")
+
+
+@pytest.fixture(scope="module")
+def demo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    data_dir = tmp_path_factory.mktemp("demo")
+    env = {**os.environ, "RECSYS_DATA_DIR": str(data_dir), "RECSYS_ONLINE_STORE": "sqlite"}
+    env.pop("REDIS_URL", None)
+    out = subprocess.run(
+        [RECSYS, "demo", "build", "--users", "400"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "demo built" in out.stdout
+    return env
+
+
+@pytest.fixture(scope="module")
+def service(demo_env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "services.features.app:app_factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=demo_env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        else:
+            pytest.fail("feature service did not become ready")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_versions_listed_and_online(service: str) -> None:
+    versions = httpx.get(f"{service}/v1/features/versions").json()
+    refs = {v["ref"]: v for v in versions}
+    assert {"lte_avg@v1", "lte_ae@v1", "recent_items@v1", "item_features@v1"} <= set(refs)
+    assert all(v["status"]["state"] == "online" for v in versions)
+    # Both LTE variants and the item content vectors live in the same frozen basis.
+    fps = {refs[r]["basis_fingerprint"] for r in ("lte_avg@v1", "lte_ae@v1", "item_features@v1")}
+    assert len(fps) == 1 and None not in fps
+
+
+def test_reads_known_and_unknown_entities(service: str, demo_env: dict[str, str]) -> None:
+    import pandas as pd
+
+    frame = pd.read_parquet(Path(demo_env["RECSYS_DATA_DIR"]) / "offline" / "lte_avg" / "v1.parquet")
+    user = frame.sort_values("event_timestamp").iloc[-1]["user_id"]
+    r = httpx.post(f"{service}/v1/features/read", json={"ref": "lte_avg@v1", "entity_ids": [user, "nobody"]})
+    assert r.status_code == 200, r.text
+    rows = r.json()["rows"]
+    assert rows[0]["present"] and len(rows[0]["values"]["lte"]) == 64 and rows[0]["values"]["n_items"] > 0
+    assert rows[1] == {
+        "entity_id": "nobody",
+        "present": False,
+        "event_timestamp": None,
+        "values": {"lte": [0.0] * 64, "n_items": 0},
+    }
+    r = httpx.post(f"{service}/v1/features/read", json={"ref": "recent_items@v1:item_ids", "entity_ids": [user]})
+    assert r.json()["rows"][0]["values"]["item_ids"]
+
+
+def test_bad_requests_are_4xx_with_a_message(service: str) -> None:
+    r = httpx.post(f"{service}/v1/features/read", json={"ref": "lte_avg@v9", "entity_ids": ["u1"]})
+    assert r.status_code == 404
+    assert "lte_avg@v1" in r.json()["error"]["details"]["available"]
+    r = httpx.post(f"{service}/v1/features/read", json={"ref": "lte_avg", "entity_ids": ["u1"]})
+    assert r.status_code == 400 and "expected '<view>@v<N>'" in r.json()["error"]["message"]
+    r = httpx.post(f"{service}/v1/features/read", json={"ref": "lte_avg@v1", "entity_ids": []})
+    assert r.status_code == 422 and "entity_ids" in r.json()["error"]["message"]
+    r = httpx.post(f"{service}/v1/features/read", json={"ref": "lte_avg@v1", "entity_ids": ["x"] * 1001})
+    assert r.status_code == 422 and "at most 1000" in r.json()["error"]["message"]
+    r = httpx.post(f"{service}/v1/features/read", json={"ref": "lte_avg@v1:nope", "entity_ids": ["u1"]})
+    assert r.status_code == 400 and "has no feature 'nope'" in r.json()["error"]["message"]
+    r = httpx.post(f"{service}/v1/features/read", content=b"not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_cli_versions_and_status(demo_env: dict[str, str]) -> None:
+    import json
+
+    out = subprocess.run(
+        [RECSYS, "features", "versions", "--json"], env=demo_env, cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    versions = {v["view"] + "@v" + str(v["version"]): v for v in json.loads(out.stdout)}
+    assert versions["lte_ae@v1"]["status"]["state"] == "online"
+    assert versions["lte_avg@v1"]["window"]["lag_seconds"] == 7 * 86400
+    out = subprocess.run(
+        [RECSYS, "features", "status"],
+        env={**demo_env, "COLUMNS": "200"},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and "sqlite" in out.stdout and "lte_ae@v1" in out.stdout
