@@ -97,7 +97,12 @@ def redis_url_to_feast(url: str) -> str:
     return ",".join(parts)
 
 
-def repo_config(settings: FeatureStoreSettings) -> RepoConfig:
+def repo_config(settings: FeatureStoreSettings, offline_store: str = "duckdb") -> RepoConfig:
+    """The Feast configuration for ``settings``.
+
+    DuckDB is the offline store: Feast's default file store drops training rows timed before an
+    entity's first feature row and loses input order (measured in loadtests/bench_features.py).
+    """
     if settings.online_store == "redis":
         if not settings.redis_url:
             raise ValueError("online_store=redis needs REDIS_URL")
@@ -109,7 +114,7 @@ def repo_config(settings: FeatureStoreSettings) -> RepoConfig:
         provider="local",
         registry={"path": str(settings.feast_registry_path), "cache_ttl_seconds": 0},
         online_store=online,
-        offline_store={"type": "duckdb"},
+        offline_store={"type": offline_store},
         entity_key_serialization_version=3,
         repo_path=REPO_DIR,
     )

@@ -27,4 +27,6 @@ app.add_typer(demo_cmds.app, name="demo", help="The embedded demo: build and ser
 
 def main() -> None:
     logging.basicConfig(level=os.environ.get("RECSYS_LOG_LEVEL", "INFO").upper(), format="%(levelname)s %(message)s")
+    # Feast logs every registry refresh at INFO; progress here comes from our own bars.
+    logging.getLogger("feast").setLevel(logging.WARNING)
     app()

@@ -36,11 +36,16 @@ def prepare(
     users: int = typer.Option(0, help="synthetic only: number of users (0: generator default)"),
     seed: int = typer.Option(0, help="synthetic only: seed"),
     skip_bad_rows: bool = typer.Option(False, help="drop malformed rows (counted) instead of stopping"),
+    datasets_root: str = typer.Option("", help="where the shared datasets live (default: RECSYS_DATASETS_ROOT)"),
 ) -> None:
     """Load a dataset into canonical parquet under the data dir."""
+    from pathlib import Path
+
     from feature_store.sources.prepared import load_source, prepare
 
     settings = FeatureStoreSettings()
+    if datasets_root:
+        settings = settings.model_copy(update={"datasets_root": Path(datasets_root)})
     try:
         with console.status(f"loading {name} ..."):
             ds = load_source(
