@@ -1,0 +1,130 @@
+"""Model loading for services: registry version -> cached ONNX Runtime session, several versions live.
+
+A request names a model version or an alias; the loader resolves it (aliases are re-resolved
+at most every ``alias_ttl_s`` so a deploy shows up within a second), loads the version's ONNX
+once, verifies its files against the manifest's hashes, and keeps it. Old versions stay loaded,
+so in-flight requests finish on the version they started with and a rollback needs no reload.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+
+@dataclass
+class LoadedModel:
+    """One registered model version, ready to run."""
+
+    name: str
+    version: int
+    family: str
+    manifest: Any  # models.registry.ModelManifest; typed loosely so the kit does not import the registry
+    path: Path
+    session: ort.InferenceSession
+    input_names: frozenset[str]
+    item_ids: np.ndarray  # index -> item id ("" at index 0, the padding index)
+    item_index: dict[str, int]
+    params: dict[str, Any]
+    popular: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # fallback ranking
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+    @property
+    def feature_refs(self) -> list[str]:
+        return [p.ref for p in self.manifest.feature_refs]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        scores, items = self.session.run(["scores", "items"], {k: v for k, v in feeds.items() if k in self.input_names})
+        return scores, items
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """One intra-op thread by default: two collapsed when another process held the other core."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
+def load_artifact(name: str, version: int, family: str, manifest: Any, path: Path, threads: int = 1) -> LoadedModel:
+    onnx_path = path / "model.onnx"
+    session = ort.InferenceSession(
+        str(onnx_path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+    )
+    item_ids = np.asarray(json.loads((path / "item_index.json").read_text()), dtype=object)
+    params_path = path / "params.json"
+    params = json.loads(params_path.read_text()) if params_path.exists() else {}
+    params = {**params, **(getattr(manifest, "params", None) or {})}
+    popular_path = path / "popular.json"
+    popular = np.asarray(json.loads(popular_path.read_text()), dtype=np.int64) if popular_path.exists() else None
+    if popular is None:
+        # No shipped popularity: fall back to catalogue order (flagged as degraded by the caller).
+        popular = np.arange(1, len(item_ids), dtype=np.int64)
+    return LoadedModel(
+        name=name,
+        version=version,
+        family=family,
+        manifest=manifest,
+        path=path,
+        session=session,
+        input_names=frozenset(i.name for i in session.get_inputs()),
+        item_ids=item_ids,
+        item_index={str(iid): i for i, iid in enumerate(item_ids) if i > 0},
+        params=params,
+        popular=popular,
+    )
+
+
+class ModelLoader:
+    """Resolves ``(name, alias|version)`` through the registry and caches loaded versions."""
+
+    def __init__(self, registry: Any, threads: int = 1, alias_ttl_s: float = 0.5, verify: bool = True) -> None:
+        self.registry = registry
+        self.threads = threads
+        self.alias_ttl_s = alias_ttl_s
+        self.verify = verify
+        self._models: dict[tuple[str, int], LoadedModel] = {}
+        self._aliases: dict[tuple[str, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def resolve_version(self, name: str, ref: str | int) -> int:
+        if isinstance(ref, int) or str(ref).lstrip("v").isdigit():
+            return int(str(ref).lstrip("v"))
+        key = (name, str(ref))
+        hit = self._aliases.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.alias_ttl_s:
+            return hit[1]
+        version = int(self.registry.resolve(name, ref).manifest.version)
+        self._aliases[key] = (now, version)
+        return version
+
+    def get(self, name: str, ref: str | int) -> LoadedModel:
+        version = self.resolve_version(name, ref)
+        model = self._models.get((name, version))
+        if model is not None:
+            return model
+        with self._lock:  # one load per version even when many requests arrive at once
+            model = self._models.get((name, version))
+            if model is None:
+                mv = self.registry.get(name, version)
+                if self.verify:
+                    self.registry.verify(name, version)
+                model = load_artifact(name, version, mv.manifest.family, mv.manifest, Path(mv.path), self.threads)
+                self._models[(name, version)] = model
+        return model
+
+    def loaded(self) -> list[str]:
+        return sorted(m.label for m in self._models.values())

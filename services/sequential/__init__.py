@@ -1,0 +1,1 @@
+"""Sequential recommender service (SASRec + LTE prefix token)."""
