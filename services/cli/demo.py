@@ -10,11 +10,16 @@ from rich.console import Console
 from feature_store.config import FeatureStoreSettings
 
 app = typer.Typer(no_args_is_help=True)
+DEMO_MODEL = "seq-lte"
 console = Console()
 
 
 @app.command()
-def build(users: int = typer.Option(10_000, help="synthetic users"), seed: int = typer.Option(0)) -> None:
+def build(
+    users: int = typer.Option(10_000, help="synthetic users"),
+    seed: int = typer.Option(0),
+    epochs: int = typer.Option(3, help="training epochs of the demo model"),
+) -> None:
     """Synthetic data -> semantic basis -> LTE (avg, ae), recent items, item features -> online store."""
     from feature_store import build as builds
     from feature_store import feast_ops
@@ -37,39 +42,79 @@ def build(users: int = typer.Option(10_000, help="synthetic users"), seed: int =
     ]
     for s in specs:
         console.print(f"      {s.ref}: {s.rows} rows")
-    console.print("[4/4] feast apply + materialize ...")
+    console.print("[4/5] feast apply + materialize ...")
     store = feast_ops.get_store(settings)
     feast_ops.apply(settings, store)
     for s in specs:
         status = feast_ops.materialize(settings, s.ref, store)
         console.print(f"      {s.ref}: {status.note}")
+    console.print("[5/5] sequential model: train (LTE avg prefix), export ONNX, register, alias champion ...")
+    manifest = train_register_demo_model(settings, lte_ref=specs[0].ref, recent_ref=specs[2].ref, epochs=epochs)
+    console.print(f"      {manifest.name}@v{manifest.version} metrics {manifest.metrics}")
     console.print(f"[green]demo built in {time.perf_counter() - t0:.0f}s[/green] under {settings.data_dir}")
+
+
+def train_register_demo_model(settings: FeatureStoreSettings, lte_ref: str, recent_ref: str, epochs: int):
+    """Train the demo's sequential model on the synthetic data and make it the champion."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from models.popularity import write_popularity
+    from models.registry import ModelRegistry
+    from models.sequential.pipeline import train_and_export
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = train_and_export(
+            settings,
+            dataset="synthetic",
+            variant="avg",
+            epochs=epochs,
+            seed=0,
+            out_dir=Path(tmp) / "artifact",
+            lte_ref=lte_ref,
+            recent_ref=recent_ref,
+        )
+        write_popularity(settings, "synthetic", Path(out["artifact_dir"]))
+        registry = ModelRegistry.from_settings(settings)
+        manifest = registry.register(
+            family="sequential",
+            name=DEMO_MODEL,
+            artifact_dir=Path(out["artifact_dir"]),
+            feature_refs=out["feature_refs"],
+            training=out["training"],
+            metrics=out["metrics"],
+            params=json.loads(json.dumps(out["params"])),
+            description="demo: SASRec + LTE(avg) prefix, synthetic data",
+        )
+    registry.set_alias(DEMO_MODEL, "champion", manifest.version, actor="demo", reason="demo build")
+    return manifest
 
 
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000)) -> None:
-    """Serve the demo on loopback (the feature read API until the recommenders exist)."""
+    """Serve the demo's sequential recommender on loopback."""
     import uvicorn
 
-    from feature_store.versions import VersionCatalog
+    from feature_store.sources.prepared import load_prepared
 
     settings = FeatureStoreSettings()
-    catalog = VersionCatalog(settings.catalog_dir)
-    online = [v.ref for v in catalog.all_versions() if catalog.status(v.view, v.version).state == "online"]
-    if not online:
-        console.print("[red]nothing is online; run `recsys demo build` first[/red]")
-        raise typer.Exit(code=2)
-    lte = next((r for r in reversed(online) if r.startswith("lte_avg@")), online[-1])
-    spec = catalog.resolve(lte)
-    import pyarrow.parquet as pq
-
-    user = pq.read_table(settings.data_dir / spec.source_path, columns=[spec.join_key]).column(0)[0].as_py()
-    console.print(f"serving {', '.join(online)} on http://{host}:{port}")
+    try:
+        users = load_prepared(settings, "synthetic").interactions["user_id"]
+    except FileNotFoundError:
+        console.print("[red]nothing to serve; run `recsys demo build` first[/red]")
+        raise typer.Exit(code=2) from None
+    user = str(users.iloc[len(users) // 2])
+    console.print(f"serving {DEMO_MODEL} (alias champion) on http://{host}:{port}")
     console.print("try:")
     console.print(
-        f"  curl -s http://{host}:{port}/v1/features/read -H 'content-type: application/json' "
-        f'-d \'{{"ref": "{lte}", "entity_ids": ["{user}", "nobody"]}}\'',
+        f"  curl -s http://{host}:{port}/v1/recommend -H 'content-type: application/json' "
+        f'-d \'{{"user_id": "{user}", "k": 5}}\'',
         soft_wrap=True,
     )
-    console.print(f"  curl -s http://{host}:{port}/v1/features/versions", soft_wrap=True)
-    uvicorn.run("services.features.app:app_factory", factory=True, host=host, port=port, log_level="warning")
+    console.print(
+        f"  curl -s http://{host}:{port}/v1/recommend -H 'content-type: application/json' "
+        f'-d \'{{"user_id": "someone-new", "k": 5}}\'   # unknown user: flagged popularity fallback',
+        soft_wrap=True,
+    )
+    uvicorn.run("services.sequential.app:app_factory", factory=True, host=host, port=port, log_level="warning")
