@@ -15,6 +15,7 @@ import typer
 from services.cli import data as data_cmds
 from services.cli import demo as demo_cmds
 from services.cli import features as feature_cmds
+from services.cli import models as models_cmds
 
 # Feast phones home unless told not to; the machine has no internet anyway.
 os.environ.setdefault("FEAST_USAGE", "False")
@@ -23,6 +24,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Recommendati
 app.add_typer(data_cmds.app, name="data", help="Datasets in the canonical format.")
 app.add_typer(feature_cmds.app, name="features", help="Versioned feature store.")
 app.add_typer(demo_cmds.app, name="demo", help="The embedded demo: build and serve.")
+app.add_typer(models_cmds.app, name="models", help="Model registry: versions, aliases, history.")
 
 
 def main() -> None:
