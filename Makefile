@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_USERS ?= 10000
 
-.PHONY: install demo demo-build serve test lint bench bench-features system-deps clean
+.PHONY: install demo demo-build serve test lint bench bench-features bench-sequential system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -43,7 +43,10 @@ lint: $(STAMP)
 bench-features: $(STAMP) system-deps
 	$(BIN)/python -m loadtests.bench_features
 
-bench: bench-features
+bench-sequential: $(STAMP)
+	$(BIN)/python -m loadtests.bench_sequential
+
+bench: bench-features bench-sequential
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

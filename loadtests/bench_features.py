@@ -149,7 +149,11 @@ def pit_comparison(n_rows: int = 10_000, n_users: int = 2_000, dim: int = 64) ->
     with tempfile.TemporaryDirectory() as tmp:
         settings = FeatureStoreSettings(data_dir=Path(tmp), project="pit", online_store="sqlite")
         spec = write_version(
-            settings, view="lte_avg", entity="user", frame=frame, fields=lte_fields(dim),
+            settings,
+            view="lte_avg",
+            entity="user",
+            frame=frame,
+            fields=lte_fields(dim),
             window=window_of(snaps[-1].to_pydatetime(), timedelta(days=7), timedelta(days=365), None, None),
             dataset="bench",
         )

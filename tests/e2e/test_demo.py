@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,21 +13,7 @@ import pytest
 
 from feature_store.config import REPO_ROOT
 from tests.conftest import free_port
-
-RECSYS = str(Path(sys.executable).parent / "recsys")
-
-
-@pytest.fixture(scope="module")
-def demo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    data_dir = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "RECSYS_DATA_DIR": str(data_dir), "RECSYS_ONLINE_STORE": "sqlite"}
-    env.pop("REDIS_URL", None)
-    out = subprocess.run(
-        [RECSYS, "demo", "build", "--users", "400"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "demo built" in out.stdout
-    return env
+from tests.e2e.conftest import RECSYS
 
 
 @pytest.fixture(scope="module")

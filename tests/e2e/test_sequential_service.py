@@ -1,0 +1,144 @@
+"""The sequential service as a real process over the demo's registered model and feature store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from feature_store.config import REPO_ROOT
+from tests.conftest import free_port
+from tests.e2e.conftest import RECSYS
+
+
+@pytest.fixture(scope="module")
+def seq_service(demo_env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "services.sequential.app:app_factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=demo_env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        else:
+            proc.kill()
+            pytest.fail("sequential service did not become ready: " + proc.stderr.read().decode()[-2000:])
+        print(f"sequential service ready in {time.perf_counter() - t0:.2f}s")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _active_user(demo_env: dict[str, str]) -> tuple[str, set[str]]:
+    frame = pd.read_parquet(Path(demo_env["RECSYS_DATA_DIR"]) / "offline" / "recent_items" / "v1.parquet")
+    last = frame[frame.event_timestamp == frame.event_timestamp.max()]
+    row = last.iloc[int(last["item_ids"].map(len).argmax())]
+    return str(row.user_id), set(row.item_ids)
+
+
+def test_recommends_for_a_known_user_with_pinned_versions(seq_service: str, demo_env: dict[str, str]) -> None:
+    user, seen = _active_user(demo_env)
+    r = httpx.post(f"{seq_service}/v1/recommend", json={"user_id": user, "k": 10})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["fallback"] is False and body["model"] == "seq-lte" and body["model_version"] == 1
+    assert set(body["feature_versions"]) == {"lte_avg@v1", "recent_items@v1"}
+    ids = [i["item_id"] for i in body["items"]]
+    assert len(ids) == 10 and len(set(ids)) == 10
+    assert not seen & set(ids), "exclude_seen must drop the user's recent items"
+    scores = [i["score"] for i in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    # Same request pinned to the version number answers the same; without exclusion, seen items may come back.
+    same = httpx.post(f"{seq_service}/v1/recommend", json={"user_id": user, "k": 10, "model_version": "1"}).json()
+    assert [i["item_id"] for i in same["items"]] == ids
+    r = httpx.post(f"{seq_service}/v1/recommend", json={"user_id": user, "k": 10, "exclude_seen": False})
+    assert r.status_code == 200
+
+
+def test_recent_items_in_the_request_change_the_answer(seq_service: str, demo_env: dict[str, str]) -> None:
+    user, _ = _active_user(demo_env)
+    base = httpx.post(f"{seq_service}/v1/recommend", json={"user_id": user, "k": 20}).json()
+    extra = [base["items"][0]["item_id"]]
+    r = httpx.post(f"{seq_service}/v1/recommend", json={"user_id": user, "k": 20, "recent_items": extra}).json()
+    assert extra[0] not in [i["item_id"] for i in r["items"]]
+
+
+def test_unknown_user_gets_flagged_popularity_fallback(seq_service: str) -> None:
+    r = httpx.post(f"{seq_service}/v1/recommend", json={"user_id": "never-seen-user", "k": 5})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["fallback"] is True and "unknown user" in body["fallback_reason"]
+    assert len(body["items"]) == 5
+
+
+def test_bad_input_is_4xx_with_a_message(seq_service: str) -> None:
+    cases = [
+        ({"user_id": "", "k": 5}, 422, "user_id"),
+        ({"user_id": "u1", "k": 0}, 422, "k"),
+        ({"user_id": "u1", "k": 500}, 422, "top_k"),
+        ({"user_id": "u1", "k": 5, "bogus": 1}, 422, "bogus"),
+        ({"user_id": "u1", "k": 5, "model_version": "v99"}, 404, "seq-lte"),
+        ({"user_id": "u1", "k": 5, "model_version": "Bad Alias!"}, 422, "model_version"),
+        ({"user_id": "u1", "k": 5, "recent_items": ["x"] * 201}, 422, "at most 200"),
+        ({"k": 5}, 422, "user_id"),
+    ]
+    for body, status, needle in cases:
+        r = httpx.post(f"{seq_service}/v1/recommend", json=body)
+        assert r.status_code == status, (body, r.text)
+        assert needle in r.json()["error"]["message"], (body, r.text)
+    r = httpx.post(f"{seq_service}/v1/recommend", content=b"{", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_metrics_carry_model_and_version(seq_service: str) -> None:
+    text = httpx.get(f"{seq_service}/metrics").text
+    assert 'model="seq-lte"' in text and 'version="1"' in text
+    assert "recsys_inference_seconds_count" in text and "recsys_feature_read_seconds_count" in text
+
+
+def test_retention_guard_refuses_to_retire_pinned_features(demo_env: dict[str, str]) -> None:
+    out = subprocess.run(
+        [RECSYS, "features", "retire", "lte_avg@v1"], env=demo_env, cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert "seq-lte@v1" in out.stdout
+    out = subprocess.run(
+        [RECSYS, "models", "show", "seq-lte", "champion", "--json"],
+        env=demo_env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads(out.stdout)
+    assert [p["ref"] for p in manifest["feature_refs"]] == ["lte_avg@v1", "recent_items@v1"]
+    assert manifest["onnx_sha256"] and manifest["files"]
