@@ -81,7 +81,49 @@ def inference_bench(n_items: int = 2000, lte_dim: int = 64, iters: int = 300) ->
                     to.append(time.perf_counter() - t)
             torch_ms, ort_ms = float(np.median(tt) * 1e3), float(np.median(to) * 1e3)
             out[f"batch_{batch}"] = {"torch_ms": torch_ms, "onnx_ms": ort_ms, "speedup": torch_ms / ort_ms}
+        out["threads"] = _thread_bench(f"{tmp}/model.onnx", feeds, max(iters // 5, 20))
     return out
+
+
+def _hog() -> None:
+    while True:
+        pass
+
+
+def _thread_bench(onnx_path: str, feeds: dict, n: int) -> dict:
+    """ORT intra-op threads 1 vs 2 at batch 64, alone and with another process busy on a core."""
+    import multiprocessing as mp
+
+    import onnxruntime as ort
+
+    from models.sequential.export import session_options
+
+    res: dict = {}
+    sessions = {
+        t: ort.InferenceSession(onnx_path, session_options(t), providers=["CPUExecutionProvider"]) for t in (1, 2)
+    }
+    for label in ("idle", "other_core_busy"):
+        hog = None
+        if label == "other_core_busy":
+            hog = mp.get_context("spawn").Process(target=_hog, daemon=True)
+            hog.start()
+            time.sleep(0.5)
+        try:
+            for t, sess in sessions.items():
+                for _ in range(5):
+                    sess.run(None, feeds)
+                times = []
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    sess.run(None, feeds)
+                    times.append(time.perf_counter() - t0)
+                res[f"{label}_threads_{t}_ms"] = float(np.median(times) * 1e3)
+                res[f"{label}_threads_{t}_p99_ms"] = float(np.percentile(times, 99) * 1e3)
+        finally:
+            if hog is not None:
+                hog.terminate()
+                hog.join()
+    return res
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> float:
@@ -203,6 +245,18 @@ def to_markdown(res: dict) -> str:
     for b in (1, 64):
         r = inf[f"batch_{b}"]
         lines.append(f"| {b} | {r['torch_ms']:.3f} | {r['onnx_ms']:.3f} | {r['speedup']:.1f}x |")
+    th = inf["threads"]
+    lines += [
+        "",
+        "ONNX Runtime intra-op threads at batch 64 (median / p99 ms):",
+        "",
+        "| | 1 thread | 2 threads |",
+        "|---|---|---|",
+    ]
+    for label in ("idle", "other_core_busy"):
+        one = f"{th[f'{label}_threads_1_ms']:.2f} / {th[f'{label}_threads_1_p99_ms']:.2f}"
+        two = f"{th[f'{label}_threads_2_ms']:.2f} / {th[f'{label}_threads_2_p99_ms']:.2f}"
+        lines.append(f"| {label.replace('_', ' ')} | {one} | {two} |")
     svc = res["service"]
     cs = svc["cold_start_s"]
     lines += [
