@@ -14,8 +14,10 @@ import typer
 
 from services.cli import data as data_cmds
 from services.cli import demo as demo_cmds
+from services.cli import evaluate as evaluate_cmds
 from services.cli import features as feature_cmds
 from services.cli import models as models_cmds
+from services.cli import train as train_cmds
 
 # Feast phones home unless told not to; the machine has no internet anyway.
 os.environ.setdefault("FEAST_USAGE", "False")
@@ -23,6 +25,8 @@ os.environ.setdefault("FEAST_USAGE", "False")
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Recommendation platform command line.")
 app.add_typer(data_cmds.app, name="data", help="Datasets in the canonical format.")
 app.add_typer(feature_cmds.app, name="features", help="Versioned feature store.")
+app.add_typer(train_cmds.app, name="train", help="Train a recommender family.")
+app.add_typer(evaluate_cmds.app, name="evaluate", help="Evaluate recommender families on real datasets.")
 app.add_typer(demo_cmds.app, name="demo", help="The embedded demo: build and serve.")
 app.add_typer(models_cmds.app, name="models", help="Model registry: versions, aliases, history.")
 
