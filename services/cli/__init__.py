@@ -31,6 +31,10 @@ app.add_typer(demo_cmds.app, name="demo", help="The embedded demo: build and ser
 app.add_typer(models_cmds.app, name="models", help="Model registry: versions, aliases, history.")
 
 
+# `recsys register ...` is `recsys models register ...` (the issue names both spellings).
+app.command("register", help="Register a model version (same as `recsys models register`).")(models_cmds.register)
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("RECSYS_LOG_LEVEL", "INFO").upper(), format="%(levelname)s %(message)s")
     # Feast logs every registry refresh at INFO; progress here comes from our own bars.
