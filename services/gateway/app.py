@@ -1,0 +1,333 @@
+"""The gateway: experiments, routing to recommender services, degraded fallbacks, exposures.
+
+POST /v1/recommendations {user_id, surface, k, context}
+  1. the running experiments on ``surface`` assign a variant (sticky, namespaces, coverage,
+     conditions on ``context``; ``X-Force-Variant: exp=variant`` for QA);
+  2. the variant's target (service, model, alias|version) is called through the transport (pooled
+     HTTP in microservice mode, in-process ASGI in embedded mode), behind a circuit breaker;
+  3. shadow variants get a copy of the request, bounded by their own timeout and never awaited;
+  4. if the target fails, the experiment's control answers, else the surface model's shipped
+     popularity ranking, flagged ``degraded``;
+  5. the exposure is counted in metrics and appended to the exposure log (JSON lines).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Header, Request
+from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from feature_store.config import FeatureStoreSettings
+from services.gateway.experiments import Experiment, ExperimentCache, ExperimentStore, Target, assign_sticky
+from services.kit.app import create_app
+from services.kit.breaker import CircuitBreaker
+from services.kit.errors import ApiError
+from services.kit.settings import ServiceSettings
+from services.kit.transport import HttpTransport, ServiceUnavailable, Transport
+
+SERVICE = "gateway"
+log = logging.getLogger(__name__)
+
+EXPOSURES = Counter("recsys_exposures_total", "Recommendation responses by experiment arm", ["experiment", "variant"])
+DEGRADED = Counter("recsys_degraded_total", "Responses served by a fallback", ["surface", "reason"])
+SHADOW_CALLS = Counter("recsys_shadow_calls_total", "Shadow variant calls", ["experiment", "variant", "outcome"])
+
+
+class GatewaySettings(ServiceSettings):
+    service_name: str = SERVICE
+    # service name -> base URL (microservice mode), e.g. RECSYS_SERVICES='{"sequential": "http://127.0.0.1:8001"}'
+    services: dict[str, str] = Field(default_factory=lambda: {"sequential": "http://127.0.0.1:8001"})
+    # surface -> default route, used when no experiment runs on the surface (and for the fallback ranking)
+    surfaces: dict[str, Target] = Field(
+        default_factory=lambda: {"home": Target(service="sequential", model="seq-lte", ref="champion")}
+    )
+    request_timeout_s: float = 0.5
+    shadow_timeout_s: float = 0.2
+    max_shadow_in_flight: int = 64
+    breaker_failures: int = 5
+    breaker_reset_s: float = 2.0
+    exposure_log: Path | None = None  # default: <data_dir>/exposures.jsonl
+
+
+class RecommendationsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(min_length=1, max_length=256)
+    surface: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$", examples=["home"])
+    k: int = Field(default=10, ge=1, le=100)
+    context: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=32)
+
+
+class RecommendationsResponse(BaseModel):
+    user_id: str
+    surface: str
+    items: list[dict[str, Any]]
+    experiment: str | None
+    variant: str | None
+    model: str | None
+    model_version: int | None
+    feature_versions: list[str]
+    degraded: bool = False
+    degraded_reason: str | None = None
+
+
+class ExposureLog:
+    """Append-only JSON lines, written by a background thread so requests never wait on disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._q: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="exposure-log", daemon=True)
+        self._thread.start()
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._q.put(record)
+
+    def _run(self) -> None:
+        with self.path.open("a", buffering=1) as fh:
+            while True:
+                rec = self._q.get()
+                if rec is None:
+                    return
+                fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=5)
+
+
+def parse_forced(header: str | None) -> dict[str, str]:
+    """``X-Force-Variant: exp-a=treatment, exp-b=control`` -> {"exp-a": "treatment", ...}."""
+    if not header:
+        return {}
+    out = {}
+    for part in header.split(","):
+        key, sep, val = part.strip().partition("=")
+        if not sep or not key or not val:
+            raise ApiError(
+                400, "bad_force_header", f"X-Force-Variant must look like 'experiment=variant', got {part!r}"
+            )
+        out[key.strip()] = val.strip()
+    return out
+
+
+class Gateway:
+    """Routing state shared by the request handlers of one gateway process."""
+
+    def __init__(self, settings: GatewaySettings, store: ExperimentStore, transport: Transport, registry: Any) -> None:
+        self.settings = settings
+        self.store = store
+        self.cache = ExperimentCache(store)
+        self.transport = transport
+        self.registry = registry
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self._popular: dict[tuple[str, str], tuple[float, list[str]]] = {}
+        self._shadow_slots = asyncio.Semaphore(settings.max_shadow_in_flight)
+        fs = FeatureStoreSettings()
+        self.exposures = ExposureLog(settings.exposure_log or fs.data_dir / "exposures.jsonl")
+
+    def breaker(self, service: str) -> CircuitBreaker:
+        b = self.breakers.get(service)
+        if b is None:
+            b = self.breakers[service] = CircuitBreaker(self.settings.breaker_failures, self.settings.breaker_reset_s)
+        return b
+
+    async def call(self, target: Target, user_id: str, k: int, timeout: float) -> dict[str, Any]:
+        """One call to a model service; raises ServiceUnavailable for anything worth falling back on."""
+        breaker = self.breaker(target.service)
+        if not breaker.allow():
+            raise ServiceUnavailable(f"{target.service}: circuit open")
+        body = {"user_id": user_id, "k": k, "model_version": target.ref}
+        try:
+            status, payload = await self.transport.post(target.service, "/v1/recommend", body, timeout)
+        except ServiceUnavailable:
+            breaker.record_failure()
+            raise
+        if status >= 500:
+            breaker.record_failure()
+            raise ServiceUnavailable(f"{target.service} answered {status}")
+        breaker.record_success()
+        if status >= 400:
+            # The service understood and refused: a client error worth passing on, not falling back on.
+            err = payload.get("error", {}) if isinstance(payload, dict) else {}
+            raise ApiError(status, err.get("code", "upstream_error"), err.get("message", f"{target.service}: {status}"))
+        return payload
+
+    async def shadow(self, exp: Experiment, variant_key: str, target: Target, user_id: str, k: int) -> None:
+        if self._shadow_slots.locked():
+            SHADOW_CALLS.labels(exp.key, variant_key, "dropped").inc()
+            return
+        async with self._shadow_slots:
+            try:
+                await self.call(target, user_id, k, self.settings.shadow_timeout_s)
+                SHADOW_CALLS.labels(exp.key, variant_key, "ok").inc()
+            except (ServiceUnavailable, ApiError):
+                SHADOW_CALLS.labels(exp.key, variant_key, "failed").inc()
+
+    def popular(self, target: Target) -> list[str]:
+        """The surface model's shipped popularity ranking (its artifact's popular.json), cached 60 s."""
+        key = (target.model, target.ref)
+        hit = self._popular.get(key)
+        if hit and time.monotonic() - hit[0] < 60:
+            return hit[1]
+        try:
+            mv = self.registry.resolve(target.model, target.ref)
+            ids = json.loads((Path(mv.path) / "item_index.json").read_text())
+            order = json.loads((Path(mv.path) / "popular.json").read_text())
+            items = [ids[i] for i in order]
+        except Exception as exc:  # a fallback of the fallback must not raise
+            log.warning("no popularity ranking for %s@%s: %s", target.model, target.ref, exc)
+            items = []
+        self._popular[key] = (time.monotonic(), items)
+        return items
+
+    async def recommend(self, body: RecommendationsRequest, forced: dict[str, str]) -> RecommendationsResponse:
+        default = self.settings.surfaces.get(body.surface)
+        if default is None:
+            known = ", ".join(sorted(self.settings.surfaces))
+            raise ApiError(404, "unknown_surface", f"unknown surface {body.surface!r}; configured: {known}")
+        attrs = {"user_id": body.user_id, "surface": body.surface, **body.context}
+        chosen_exp: Experiment | None = None
+        variant_key: str | None = None
+        target = default
+        for exp in self.cache.running_for_surface(body.surface):
+            a = await run_in_threadpool(assign_sticky, exp, attrs, forced, self.store.sticky)
+            if a is None:
+                continue
+            if a.in_experiment or exp.key in forced:
+                v = exp.variant(a.variant_key)
+                if v is not None:
+                    chosen_exp, variant_key, target = exp, v.key, v.target
+                    break
+        if chosen_exp is not None:
+            for sv in chosen_exp.shadows:
+                asyncio.get_running_loop().create_task(self.shadow(chosen_exp, sv.key, sv.target, body.user_id, body.k))
+        degraded_reason = None
+        try:
+            payload = await self.call(target, body.user_id, body.k, self.settings.request_timeout_s)
+        except ServiceUnavailable as exc:
+            degraded_reason = str(exc)
+            payload = await self._fallback(chosen_exp, variant_key, body, default)
+        if payload.get("fallback") and degraded_reason is None:
+            degraded_reason = payload.get("fallback_reason") or "service fallback"
+        resp = RecommendationsResponse(
+            user_id=body.user_id,
+            surface=body.surface,
+            items=payload.get("items", []),
+            experiment=chosen_exp.key if chosen_exp else None,
+            variant=variant_key,
+            model=payload.get("model"),
+            model_version=payload.get("model_version"),
+            feature_versions=payload.get("feature_versions", []),
+            degraded=degraded_reason is not None,
+            degraded_reason=degraded_reason,
+        )
+        self._expose(resp)
+        return resp
+
+    async def _fallback(
+        self, exp: Experiment | None, variant_key: str | None, body: RecommendationsRequest, default: Target
+    ) -> dict[str, Any]:
+        """The experiment's control if it is a different target, else the popularity ranking."""
+        if exp is not None and variant_key != exp.control:
+            control = exp.variant(exp.control)
+            if control is not None:
+                try:
+                    return await self.call(control.target, body.user_id, body.k, self.settings.request_timeout_s)
+                except ServiceUnavailable:
+                    pass
+        DEGRADED.labels(body.surface, "popularity").inc()
+        items = [{"item_id": i, "score": 0.0} for i in self.popular(default)[: body.k]]
+        return {"items": items, "model": None, "model_version": None, "feature_versions": []}
+
+    def _expose(self, resp: RecommendationsResponse) -> None:
+        EXPOSURES.labels(resp.experiment or "", resp.variant or "").inc()
+        self.exposures.append(
+            {
+                "ts": round(time.time(), 3),
+                "user_id": resp.user_id,
+                "surface": resp.surface,
+                "experiment": resp.experiment,
+                "variant": resp.variant,
+                "model": resp.model,
+                "model_version": resp.model_version,
+                "degraded": resp.degraded,
+            }
+        )
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+        self.exposures.close()
+
+
+def build_app(
+    settings: GatewaySettings | None = None,
+    transport: Transport | None = None,
+    store: ExperimentStore | None = None,
+    registry: Any | None = None,
+    embedded: dict[str, FastAPI] | None = None,
+) -> FastAPI:
+    """The gateway app. ``embedded`` service apps run in this process (embedded mode)."""
+    from models.registry import ModelRegistry
+    from services.gateway.experiments import registry_target_validator
+    from services.gateway.experiments_api import experiments_router
+    from services.kit.transport import InProcessTransport, embedded_lifespans
+
+    settings = settings or GatewaySettings()
+    store = store or ExperimentStore()
+    registry = registry or ModelRegistry.from_settings()
+    if transport is None:
+        transport = InProcessTransport(embedded) if embedded else HttpTransport(settings.services)
+    gw = Gateway(settings, store, transport, registry)
+    router = APIRouter(tags=["recommendations"])
+
+    @router.post("/v1/recommendations", responses={400: {}, 404: {}, 422: {}})
+    async def recommendations(
+        body: RecommendationsRequest,
+        request: Request,
+        x_force_variant: str | None = Header(default=None),
+    ) -> RecommendationsResponse:
+        resp = await gw.recommend(body, parse_forced(x_force_variant))
+        request.state.model, request.state.model_version = resp.model or "", str(resp.model_version or "")
+        return resp
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with embedded_lifespans(embedded or {}):
+            yield
+        await gw.aclose()
+
+    services = set(settings.services) | set(embedded or {})
+    validator = registry_target_validator(registry, services=services)
+    app = create_app(
+        SERVICE,
+        [router, experiments_router(store, settings, validator)],
+        ready=lambda: (True, {"services": sorted(services)}),
+        lifespan=lifespan,
+    )
+    app.state.gateway = gw
+    return app
+
+
+def app_factory() -> FastAPI:
+    """uvicorn entry point (microservice mode): ``uvicorn --factory services.gateway.app:app_factory``."""
+    return build_app()
+
+
+def embedded_app_factory() -> FastAPI:
+    """Gateway and the sequential service in one process, called in-process (the demo)."""
+    from services.sequential.app import build_app as build_sequential
+
+    return build_app(embedded={"sequential": build_sequential()})
