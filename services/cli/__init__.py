@@ -17,6 +17,7 @@ from services.cli import demo as demo_cmds
 from services.cli import evaluate as evaluate_cmds
 from services.cli import features as feature_cmds
 from services.cli import models as models_cmds
+from services.cli import rollout as rollout_cmds
 from services.cli import train as train_cmds
 
 # Feast phones home unless told not to; the machine has no internet anyway.
@@ -30,6 +31,9 @@ app.add_typer(evaluate_cmds.app, name="evaluate", help="Evaluate recommender fam
 app.add_typer(demo_cmds.app, name="demo", help="The embedded demo: build and serve.")
 app.add_typer(models_cmds.app, name="models", help="Model registry: versions, aliases, history.")
 
+
+app.command("deploy")(rollout_cmds.deploy_cmd)
+app.command("rollback")(rollout_cmds.rollback_cmd)
 
 # `recsys register ...` is `recsys models register ...` (the issue names both spellings).
 app.command("register", help="Register a model version (same as `recsys models register`).")(models_cmds.register)

@@ -72,6 +72,28 @@ def sequential(
     console.print(f"wrote {report.DOC_MD.relative_to(report.REPO_ROOT)} and {report.DOC_JSON.name}")
 
 
+@app.command("sequential-tune")
+def sequential_tune(
+    dataset: str = typer.Option(..., help="dataset name"),
+    variant: str = typer.Option("none", help="none | avg | ae"),
+    set_: list[str] = typer.Option([], "--set", help="plan override KEY=VALUE (JSON value), e.g. --set lag_days=30"),
+) -> None:
+    """One seed-0 run with changed settings, judged on validation NDCG@10 (var/experiments/sequential-tune)."""
+    import json
+
+    from models.sequential import experiment
+
+    overrides = {}
+    for item in set_:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    row = experiment.tune_run(dataset, variant, overrides)
+    console.print(f"{dataset} {variant} {overrides}: valid NDCG@10 {row['valid_NDCG@10']:.4f}")
+
+
 def main() -> None:
     """``python -m services.cli.evaluate``: the same command without the ``recsys`` entry point."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

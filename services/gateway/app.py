@@ -313,12 +313,93 @@ def build_app(
     validator = registry_target_validator(registry, services=services)
     app = create_app(
         SERVICE,
-        [router, experiments_router(store, settings, validator)],
+        [router, experiments_router(store, settings, validator), models_router(settings, gw)],
         ready=lambda: (True, {"services": sorted(services)}),
         lifespan=lifespan,
     )
     app.state.gateway = gw
     return app
+
+
+class DeployRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(ge=1)
+    alias: str = Field(default="champion", pattern=r"^[a-z][a-z0-9_-]*$")
+    reason: str = Field(default="", max_length=500)
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    alias: str = Field(default="champion", pattern=r"^[a-z][a-z0-9_-]*$")
+    to_version: int | None = Field(default=None, ge=1)
+    reason: str = Field(default="", max_length=500)
+
+
+def rollout_context(settings: GatewaySettings, transport: Transport, registry: Any) -> Any:
+    """What deploy/rollback need; the CLI builds the same thing (services/cli/rollout.py)."""
+    from feature_store.online import make_client
+    from services.gateway.rollout import RolloutContext
+
+    fs = FeatureStoreSettings()
+    client = make_client(fs)
+    model_services = {t.model: t.service for t in settings.surfaces.values()}
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    return RolloutContext(registry, client.catalog, client, transport, token, model_services)
+
+
+def models_router(settings: GatewaySettings, gw: Gateway) -> APIRouter:
+    """Deploy, rollback and inspection of models (admin token required)."""
+    from fastapi import Depends
+
+    from services.gateway.rollout import RolloutRefused, deploy, rollback
+    from services.kit.auth import admin_token_dependency
+
+    router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(admin_token_dependency(settings))])
+    ctx_holder: dict[str, Any] = {}
+
+    def ctx() -> Any:
+        if "ctx" not in ctx_holder:
+            ctx_holder["ctx"] = rollout_context(settings, gw.transport, gw.registry)
+        return ctx_holder["ctx"]
+
+    def _lookup(exc: Exception) -> ApiError:
+        return ApiError(404, "unknown_model", str(exc))
+
+    @router.get("/{name}")
+    def show(name: str) -> dict[str, Any]:
+        try:
+            versions = gw.registry.versions(name)
+        except LookupError as exc:
+            raise _lookup(exc) from exc
+        if not versions:
+            raise ApiError(404, "unknown_model", f"no model named {name!r}; known: {gw.registry.names()}")
+        history = [ev.model_dump(mode="json") for ev in gw.registry.alias_history(name)]
+        return {
+            "name": name,
+            "versions": [{"version": m.version, "feature_refs": [p.ref for p in m.feature_refs]} for m in versions],
+            "aliases": gw.registry.aliases(name),
+            "alias_history": history,
+        }
+
+    @router.post("/{name}/deploy", responses={404: {}, 409: {}})
+    async def deploy_route(name: str, body: DeployRequest, x_actor: str | None = Header(default=None)) -> dict:
+        try:
+            return await deploy(ctx(), name, body.version, body.alias, x_actor or "admin", body.reason)
+        except RolloutRefused as exc:
+            raise ApiError(409, "deploy_refused", str(exc)) from exc
+        except LookupError as exc:
+            raise _lookup(exc) from exc
+
+    @router.post("/{name}/rollback", responses={404: {}, 409: {}})
+    async def rollback_route(name: str, body: RollbackRequest, x_actor: str | None = Header(default=None)) -> dict:
+        try:
+            return await rollback(ctx(), name, body.alias, body.to_version, x_actor or "admin", body.reason)
+        except RolloutRefused as exc:
+            raise ApiError(409, "rollback_refused", str(exc)) from exc
+        except LookupError as exc:
+            raise _lookup(exc) from exc
+
+    return router
 
 
 def app_factory() -> FastAPI:

@@ -19,7 +19,9 @@ class ServiceUnavailable(Exception):
 
 
 class Transport(Protocol):
-    async def post(self, service: str, path: str, body: dict[str, Any], timeout: float) -> tuple[int, Any]: ...
+    async def post(
+        self, service: str, path: str, body: dict[str, Any], timeout: float, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]: ...
 
     async def aclose(self) -> None: ...
 
@@ -41,13 +43,15 @@ class HttpTransport:
             timeout=httpx.Timeout(1.0),
         )
 
-    async def post(self, service: str, path: str, body: dict[str, Any], timeout: float) -> tuple[int, Any]:
+    async def post(
+        self, service: str, path: str, body: dict[str, Any], timeout: float, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         base = self.base_urls.get(service)
         if base is None:
             raise ServiceUnavailable(f"no address configured for service {service!r}")
         for attempt in (0, 1):
             try:
-                resp = await self.client.post(base + path, json=body, timeout=timeout)
+                resp = await self.client.post(base + path, json=body, timeout=timeout, headers=headers)
                 return resp.status_code, _decode(resp)
             except httpx.ConnectError as exc:
                 # Connection refused/reset before sending: the request did not reach the service,
@@ -74,12 +78,14 @@ class InProcessTransport:
             for name, app in self.apps.items()
         }
 
-    async def post(self, service: str, path: str, body: dict[str, Any], timeout: float) -> tuple[int, Any]:
+    async def post(
+        self, service: str, path: str, body: dict[str, Any], timeout: float, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         client = self.clients.get(service)
         if client is None:
             raise ServiceUnavailable(f"service {service!r} is not embedded in this process")
         try:
-            resp = await client.post(path, json=body, timeout=timeout)
+            resp = await client.post(path, json=body, timeout=timeout, headers=headers)
         except httpx.TimeoutException as exc:
             raise ServiceUnavailable(f"{service}: timed out after {timeout:.3f}s") from exc
         return resp.status_code, _decode(resp)

@@ -16,13 +16,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from feature_store.config import FeatureStoreSettings
 from feature_store.online import FeatureNotOnline
 from feature_store.versions import parse_ref
 from services.kit.app import create_app
+from services.kit.auth import admin_token_dependency
 from services.kit.errors import ApiError
 from services.kit.features import ServiceFeatureClient
 from services.kit.metrics import INFERENCE_LATENCY
@@ -53,6 +54,11 @@ class RecommendRequest(BaseModel):
     model_version: str | None = Field(
         default=None, pattern=r"^(v?[0-9]+|[a-z][a-z0-9_-]*)$", description="a version number or an alias"
     )
+
+
+class LoadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model_version: str = Field(pattern=r"^(v?[0-9]+|[a-z][a-z0-9_-]*)$")
 
 
 class ScoredItem(BaseModel):
@@ -99,6 +105,7 @@ def recommend(
     recent_ids: list[str] = []
     recent_ts: list[int] = []
     lte = None
+    lte_as_of: float | None = None
     try:
         if recent_ref:
             rows = features.read(recent_ref, [body.user_id])
@@ -107,8 +114,13 @@ def recommend(
                 recent_ts = list(rows.values["timestamps"][0])  # type: ignore[index]
         if lte_ref:
             rows = features.read(lte_ref, [body.user_id], ["lte"])
+            # The sequence starts where this LTE value's horizon ends: its snapshot time minus the lag
+            # (models/sequential/features.py); a user without a row gets the version's as-of.
+            lte_as_of = features.client.version(lte_ref).window.as_of.timestamp()
             if rows.present[0]:
                 lte = rows.values["lte"][0]  # type: ignore[index]
+                ts = rows.event_ts[0]
+                lte_as_of = ts.timestamp() if ts is not None else lte_as_of
     except (FeatureNotOnline, OSError, ConnectionError) as exc:
         fallback_reason = f"feature store unavailable: {type(exc).__name__}"
         log.warning("feature read failed for %s: %s", model.label, exc)
@@ -210,6 +222,16 @@ def build_app(
             raise ApiError(404, "unknown_model_version", str(exc)) from exc
         request.state.model, request.state.model_version = model.name, str(model.version)
         return recommend(model, state["features"], body, time.time())
+
+    @router.post("/v1/admin/load", dependencies=[Depends(admin_token_dependency(settings))], tags=["admin"])
+    def load_version(body: LoadRequest) -> dict[str, Any]:
+        """Pre-flight of a deploy: load (and hash-verify) a version so it is warm before any alias moves."""
+        loader: ModelLoader = state["loader"]
+        try:
+            model = loader.get(settings.model_name, body.model_version)
+        except LookupError as exc:
+            raise ApiError(404, "unknown_model_version", str(exc)) from exc
+        return {"loaded": model.label, "inputs": sorted(model.input_names), "feature_refs": model.feature_refs}
 
     def ready() -> tuple[bool, dict[str, Any]]:
         loader: ModelLoader | None = state.get("loader")

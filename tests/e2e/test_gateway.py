@@ -198,3 +198,132 @@ def test_service_down_gives_degraded_answers_then_recovers(topology: dict) -> No
             break
         time.sleep(0.2)
     assert body["degraded"] is False and body["model"] == "seq-lte"
+
+
+def _register_copy(data_dir: Path, feature_refs: list[str]) -> int:
+    """A new version of seq-lte with v1's artifact (same weights) pinning ``feature_refs``."""
+    import shutil
+    import tempfile
+
+    from feature_store.config import FeatureStoreSettings
+    from models.registry import ModelRegistry
+
+    settings = FeatureStoreSettings(data_dir=data_dir)
+    registry = ModelRegistry.from_settings(settings)
+    v1 = registry.get("seq-lte", 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        art = Path(tmp) / "artifact"
+        shutil.copytree(v1.path, art, ignore=shutil.ignore_patterns("registry_manifest.json"))
+        for p in art.iterdir():
+            p.chmod(0o644)
+        m = registry.register(
+            family="sequential",
+            name="seq-lte",
+            artifact_dir=art,
+            feature_refs=feature_refs,
+            training=v1.manifest.training,
+            metrics=dict(v1.manifest.metrics),
+            params=dict(v1.manifest.params),
+        )
+    registry.close()
+    return int(m.version)
+
+
+async def _load(url: str, users: list[str], seconds: float, rate: float) -> list[dict]:
+    out: list[dict] = []
+    async with httpx.AsyncClient(timeout=10) as client:
+        start = time.perf_counter()
+        tasks = []
+        i = 0
+        while time.perf_counter() - start < seconds:
+            body = {"user_id": users[i % len(users)], "surface": "home", "k": 5}
+
+            async def one(b: dict = body) -> None:
+                try:
+                    r = await client.post(f"{url}/v1/recommendations", json=b)
+                    out.append({"status": r.status_code, **(r.json() if r.status_code == 200 else {})})
+                except httpx.HTTPError as exc:
+                    out.append({"status": -1, "error": str(exc)})
+
+            tasks.append(asyncio.create_task(one()))
+            i += 1
+            await asyncio.sleep(1 / rate)
+        await asyncio.gather(*tasks)
+    return out
+
+
+def test_deploy_and_rollback_under_load_with_zero_failed_requests(topology: dict) -> None:
+    import threading
+
+    url, env = topology["url"], topology["env"]
+    data_dir = Path(env["RECSYS_DATA_DIR"])
+    v2 = _register_copy(data_dir, ["lte_avg@v1", "recent_items@v1"])
+    users = [f"u{i:03d}" for i in range(0, 400, 7)]
+    results: list[dict] = []
+    loader = threading.Thread(target=lambda: results.extend(asyncio.run(_load(url, users, 8.0, 40.0))))
+    loader.start()
+    time.sleep(1.5)
+    r = httpx.post(f"{url}/v1/models/seq-lte/deploy", json={"version": v2, "reason": "test"}, headers=AUTH, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["to_version"] == v2 and r.json()["ok"]
+    time.sleep(2.5)
+    r = httpx.post(f"{url}/v1/models/seq-lte/rollback", json={}, headers=AUTH, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["to_version"] == 1
+    loader.join(timeout=60)
+    assert len(results) > 200
+    failed = [x for x in results if x["status"] != 200 or x.get("degraded")]
+    assert not failed, failed[:3]
+    assert {x["model_version"] for x in results} == {1, v2}
+
+    # A version whose pinned features are not online cannot be rolled back to.
+    from datetime import timedelta
+
+    import pandas as pd
+
+    from feature_store.build import lte_fields, window_of, write_version
+    from feature_store.config import FeatureStoreSettings
+
+    frame = pd.read_parquet(data_dir / "offline" / "lte_avg" / "v1.parquet")
+    spec = write_version(
+        FeatureStoreSettings(data_dir=data_dir),
+        view="lte_avg",
+        entity="user",
+        frame=frame,
+        fields=lte_fields(64),
+        window=window_of(
+            frame.event_timestamp.max().to_pydatetime(), timedelta(days=7), timedelta(days=365), None, None
+        ),
+        dataset="synthetic",
+        basis_fingerprint=None,
+    )
+    v3 = _register_copy(data_dir, [spec.ref, "recent_items@v1"])
+    r = httpx.post(f"{url}/v1/models/seq-lte/rollback", json={"to_version": v3}, headers=AUTH, timeout=60)
+    assert r.status_code == 409
+    assert f"{spec.ref} (offline)" in r.json()["error"]["message"]
+    r = httpx.post(f"{url}/v1/models/seq-lte/deploy", json={"version": v3}, headers=AUTH, timeout=60)
+    assert r.status_code == 409 and f"{spec.ref} is offline" in r.json()["error"]["message"]
+    assert httpx.post(f"{url}/v1/models/seq-lte/deploy", json={"version": v2}).status_code == 401
+
+    # The CLI goes through the same code.
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "recsys"), "deploy", "seq-lte", str(v2)],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["to_version"] == v2
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "recsys"), "rollback", "seq-lte"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0 and json.loads(out.stdout)["to_version"] == 1
+    history = httpx.get(f"{url}/v1/models/seq-lte", headers=AUTH).json()["alias_history"]
+    assert [h["to_version"] for h in history[:4]] == [1, v2, 1, v2]
