@@ -20,11 +20,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Binaries the tests need that pip cannot provide: redis-server (tests start a private one).
+# Binaries the tests need that pip cannot provide: redis-server (tests start a private one) and
+# Debian's docker-compose (validates docker-compose.yml without an engine).
+SYSTEM_BINS := redis-server docker-compose
 system-deps:
-	@command -v redis-server >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
-	  else echo "redis-server is missing: run 'sudo apt-get install redis-server'"; exit 1; fi; }
+	@missing=""; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing:$$missing; run 'sudo apt-get install$$missing'"; exit 1; fi; fi
 
 demo-build: $(STAMP)
 	$(BIN)/recsys demo build --users $(DEMO_USERS)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from feature_store.config import REPO_ROOT
+from services.commands import service_command
 from tests.conftest import free_port
 from tests.e2e.conftest import RECSYS
 
@@ -20,17 +21,7 @@ from tests.e2e.conftest import RECSYS
 def service(demo_env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "services.features.app:app_factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        [sys.executable, "-m", *service_command("features", "127.0.0.1", port)],
         env=demo_env,
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,

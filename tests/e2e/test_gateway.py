@@ -16,27 +16,16 @@ import httpx
 import pytest
 
 from feature_store.config import REPO_ROOT
+from services.commands import service_command
 from tests.conftest import free_port
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _start(app: str, port: int, env: dict[str, str]) -> subprocess.Popen:
+def _start(name: str, port: int, env: dict[str, str]) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            app,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        [sys.executable, "-m", *service_command(name, "127.0.0.1", port)],
         env=env,
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
@@ -52,7 +41,7 @@ def _start(app: str, port: int, env: dict[str, str]) -> subprocess.Popen:
             break
         time.sleep(0.05)
     proc.kill()
-    raise RuntimeError(f"{app} did not start: " + proc.stderr.read().decode()[-2000:])
+    raise RuntimeError(f"{name} did not start: " + proc.stderr.read().decode()[-2000:])
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -70,8 +59,8 @@ def topology(demo_env: dict[str, str]) -> Iterator[dict]:
         "RECSYS_BREAKER_RESET_S": "0.5",
     }
     state = {"env": env, "seq_port": seq_port, "gw_port": gw_port}
-    state["seq"] = _start("services.sequential.app:app_factory", seq_port, env)
-    state["gw"] = _start("services.gateway.app:app_factory", gw_port, env)
+    state["seq"] = _start("sequential", seq_port, env)
+    state["gw"] = _start("gateway", gw_port, env)
     state["url"] = f"http://127.0.0.1:{gw_port}"
     yield state
     for key in ("gw", "seq"):
@@ -165,7 +154,7 @@ def test_split_stickiness_forcing_and_validation(topology: dict) -> None:
     # Sticky across a gateway restart (a new process reads assignments from the database).
     sample = users[:200]
     _stop(topology["gw"])
-    topology["gw"] = _start("services.gateway.app:app_factory", topology["gw_port"], topology["env"])
+    topology["gw"] = _start("gateway", topology["gw_port"], topology["env"])
     again = asyncio.run(_assign_many(url, sample))
     assert all(again[u] == assigned[u] for u in sample)
 
@@ -190,7 +179,7 @@ def test_service_down_gives_degraded_answers_then_recovers(topology: dict) -> No
         body = r.json()
         assert body["degraded"] is True and len(body["items"]) == 5
     assert set(statuses) == {200}
-    topology["seq"] = _start("services.sequential.app:app_factory", topology["seq_port"], topology["env"])
+    topology["seq"] = _start("sequential", topology["seq_port"], topology["env"])
     deadline = time.time() + 10
     while time.time() < deadline:
         body = _rec(url, "u001").json()

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from feature_store.config import REPO_ROOT
+from services.commands import service_command
 from tests.conftest import free_port
 from tests.e2e.conftest import RECSYS
 
@@ -23,17 +24,7 @@ def seq_service(demo_env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "services.sequential.app:app_factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        [sys.executable, "-m", *service_command("sequential", "127.0.0.1", port)],
         env=demo_env,
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
