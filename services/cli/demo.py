@@ -93,7 +93,7 @@ def train_register_demo_model(settings: FeatureStoreSettings, lte_ref: str, rece
 
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000)) -> None:
-    """Serve the demo's sequential recommender on loopback."""
+    """Serve the demo on loopback in embedded mode: gateway + sequential service in one process."""
     import uvicorn
 
     from feature_store.sources.prepared import load_prepared
@@ -105,16 +105,19 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000))
         console.print("[red]nothing to serve; run `recsys demo build` first[/red]")
         raise typer.Exit(code=2) from None
     user = str(users.iloc[len(users) // 2])
-    console.print(f"serving {DEMO_MODEL} (alias champion) on http://{host}:{port}")
+    console.print(f"serving the gateway (surface 'home' -> {DEMO_MODEL}@champion, embedded) on http://{host}:{port}")
     console.print("try:")
     console.print(
-        f"  curl -s http://{host}:{port}/v1/recommend -H 'content-type: application/json' "
-        f'-d \'{{"user_id": "{user}", "k": 5}}\'',
+        f"  curl -s http://{host}:{port}/v1/recommendations -H 'content-type: application/json' "
+        f'-d \'{{"user_id": "{user}", "surface": "home", "k": 5}}\'',
         soft_wrap=True,
     )
     console.print(
-        f"  curl -s http://{host}:{port}/v1/recommend -H 'content-type: application/json' "
-        f'-d \'{{"user_id": "someone-new", "k": 5}}\'   # unknown user: flagged popularity fallback',
+        f"  curl -s http://{host}:{port}/v1/recommendations -H 'content-type: application/json' "
+        f'-d \'{{"user_id": "someone-new", "surface": "home", "k": 5}}\'   # unknown user: flagged fallback',
         soft_wrap=True,
     )
-    uvicorn.run("services.sequential.app:app_factory", factory=True, host=host, port=port, log_level="warning")
+    console.print(
+        "  admin endpoints (/v1/experiments, /v1/models) need RECSYS_ADMIN_TOKEN set and sent as a Bearer token"
+    )
+    uvicorn.run("services.gateway.app:embedded_app_factory", factory=True, host=host, port=port, log_level="warning")

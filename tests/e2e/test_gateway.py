@@ -316,3 +316,18 @@ def test_deploy_and_rollback_under_load_with_zero_failed_requests(topology: dict
     assert out.returncode == 0 and json.loads(out.stdout)["to_version"] == 1
     history = httpx.get(f"{url}/v1/models/seq-lte", headers=AUTH).json()["alias_history"]
     assert [h["to_version"] for h in history[:4]] == [1, v2, 1, v2]
+
+
+def test_embedded_mode_serves_the_same_api_in_one_process(demo_env: dict[str, str]) -> None:
+    port = free_port()
+    proc = _start("embedded", port, demo_env)
+    try:
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/recommendations", json={"user_id": "u001", "surface": "home", "k": 5}
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["degraded"] is False and body["model"] == "seq-lte" and len(body["items"]) == 5
+        assert body["feature_versions"] == ["lte_avg@v1", "recent_items@v1"]
+    finally:
+        _stop(proc)

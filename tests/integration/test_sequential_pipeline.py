@@ -22,7 +22,18 @@ def test_train_and_export_pins_the_versions_it_trained_on(tmp_path: Path) -> Non
 
     out = tmp_path / "artifact"
     result = train_and_export(
-        settings, "synthetic", "avg", 5, 0, out, lte.ref, recent.ref, max_chunks_per_user=None, batch_size=64
+        settings,
+        "synthetic",
+        "avg",
+        4,
+        0,
+        out,
+        lte.ref,
+        recent.ref,
+        max_chunks_per_user=None,
+        batch_size=64,
+        hidden=32,
+        max_len=20,
     )
 
     assert result["feature_refs"] == [lte.ref, recent.ref]
@@ -39,6 +50,6 @@ def test_train_and_export_pins_the_versions_it_trained_on(tmp_path: Path) -> Non
     runner = OnnxRecommender(out)
     assert runner.has_lte and len(runner.item_ids) == params["n_items"] + 1
 
-    base = train_and_export(settings, "synthetic", "none", 1, 0, tmp_path / "none", None, recent.ref)
+    base = train_and_export(settings, "synthetic", "none", 1, 0, tmp_path / "none", None, recent.ref, hidden=16)
     assert base["feature_refs"] == [recent.ref]
     assert not OnnxRecommender(tmp_path / "none").has_lte
