@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_USERS ?= 10000
 
-.PHONY: install demo demo-build serve test lint bench bench-features bench-sequential system-deps clean
+.PHONY: install demo demo-build serve test lint bench bench-features bench-sequential bench-gateway system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -49,7 +49,10 @@ bench-features: $(STAMP) system-deps
 bench-sequential: $(STAMP)
 	$(BIN)/python -m loadtests.bench_sequential
 
-bench: bench-features bench-sequential
+bench-gateway: $(STAMP)
+	$(BIN)/python -m loadtests.bench_gateway
+
+bench: bench-features bench-sequential bench-gateway
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

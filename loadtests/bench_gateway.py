@@ -1,0 +1,209 @@
+"""Gateway cost and topology comparison, in ONE run (`make bench-gateway`, part of `make bench`).
+
+Targets (each one uvicorn worker, real processes on loopback):
+  hello       a bare FastAPI endpoint: the HTTP ceiling
+  service     the sequential service directly (POST /v1/recommend)
+  gateway     the gateway in microservice mode -> the service over pooled HTTP
+  embedded    gateway + service in one process, in-process calls
+
+For each: an open-loop sweep of fixed arrival rates (latency from scheduled send time) and the
+highest rate sustained (>= 95% achieved, no errors). Gateway cost: median latency added by the
+hop at low load, and CPU seconds per request of the gateway process vs the service process at the
+top sustained rate, read from the processes' own CPU time (on 2 shared cores, raw throughput through
+two processes says little). Writes var/bench/gateway.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import httpx
+import psutil
+
+from feature_store.config import REPO_ROOT
+from loadtests.bench_sequential import _demo_data_dir, _free_port, _wait_ready
+from loadtests.openloop import run_load
+from services.commands import service_command
+
+
+def _spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", *cmd, "--no-access-log"],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _cpu(proc: subprocess.Popen) -> float:
+    t = psutil.Process(proc.pid).cpu_times()
+    return t.user + t.system
+
+
+def _sweep(url: str, bodies: list[dict] | None, rates: list[float], duration: float) -> list[dict]:
+    out = []
+    for rate in rates:
+        res = asdict(run_load(url, bodies, rate=rate, duration_s=duration, processes=1 if rate <= 400 else 2))
+        print(
+            f"  {url.rsplit('/', 2)[-2:]} {rate:>6.0f}/s -> {res['achieved_rate']:.0f}/s p50 {res['p50_ms']:.2f} "
+            f"p99 {res['p99_ms']:.2f} err {res['errors']}",
+            flush=True,
+        )
+        out.append(res)
+        if res["errors"] or res["achieved_rate"] < 0.9 * rate:
+            break  # saturated: higher rates only queue
+    return out
+
+
+def _max_sustained(runs: list[dict]) -> float:
+    ok = [r["target_rate"] for r in runs if r["errors"] == 0 and r["achieved_rate"] >= 0.95 * r["target_rate"]]
+    return max(ok, default=0.0)
+
+
+def run(rates: list[float], duration: float, low_rate: float) -> dict:
+    res: dict = {"targets": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = _demo_data_dir(tmp)
+        seq_port, gw_port, emb_port, hello_port = (_free_port() for _ in range(4))
+        env = {
+            **os.environ,
+            "RECSYS_DATA_DIR": str(data_dir),
+            "RECSYS_ONLINE_STORE": "sqlite",
+            "RECSYS_SERVICES": json.dumps({"sequential": f"http://127.0.0.1:{seq_port}"}),
+            "RECSYS_EXPOSURE_LOG": str(Path(tmp) / "exposures.jsonl"),
+        }
+        env.pop("REDIS_URL", None)
+        import pandas as pd
+
+        users = pd.read_parquet(data_dir / "offline" / "recent_items" / "v1.parquet", columns=["user_id"])
+        users = users["user_id"].drop_duplicates().sample(frac=1.0, random_state=0).tolist()[:2000]
+        procs = {
+            "hello": _spawn(
+                [
+                    "uvicorn",
+                    "loadtests.hello:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(hello_port),
+                    "--log-level",
+                    "warning",
+                ],
+                env,
+            ),
+            "service": _spawn(service_command("sequential", "127.0.0.1", seq_port), env),
+            "gateway": _spawn(service_command("gateway", "127.0.0.1", gw_port), env),
+            "embedded": _spawn(service_command("embedded", "127.0.0.1", emb_port), env),
+        }
+        urls = {
+            "hello": (f"http://127.0.0.1:{hello_port}/hello", None),
+            "service": (f"http://127.0.0.1:{seq_port}/v1/recommend", [{"user_id": u, "k": 10} for u in users]),
+            "gateway": (
+                f"http://127.0.0.1:{gw_port}/v1/recommendations",
+                [{"user_id": u, "surface": "home", "k": 10} for u in users],
+            ),
+            "embedded": (
+                f"http://127.0.0.1:{emb_port}/v1/recommendations",
+                [{"user_id": u, "surface": "home", "k": 10} for u in users],
+            ),
+        }
+        try:
+            for name, port in (
+                ("hello", hello_port),
+                ("service", seq_port),
+                ("gateway", gw_port),
+                ("embedded", emb_port),
+            ):
+                path = "/hello" if name == "hello" else "/readyz"
+                _wait_ready(f"http://127.0.0.1:{port}{path}", procs[name], timeout=120)
+            for url, bodies in urls.values():  # warm-up: caches, connections, first inference
+                for b in (bodies or [None])[:100]:
+                    httpx.post(url, json=b) if b else httpx.get(url)
+            for name, (url, bodies) in urls.items():
+                print(f"[{name}] low load {low_rate:.0f}/s, then sweep", flush=True)
+                low = asdict(run_load(url, bodies, rate=low_rate, duration_s=duration))
+                sweep = _sweep(url, bodies, rates, duration)
+                res["targets"][name] = {"low_load": low, "sweep": sweep, "max_sustained_rate": _max_sustained(sweep)}
+            # CPU per request through the gateway, at its top sustained rate: both processes' own CPU time.
+            top = res["targets"]["gateway"]["max_sustained_rate"] or rates[0]
+            url, bodies = urls["gateway"]
+            c_gw, c_svc = _cpu(procs["gateway"]), _cpu(procs["service"])
+            load = run_load(url, bodies, rate=top, duration_s=duration, processes=1 if top <= 400 else 2)
+            d_gw, d_svc = _cpu(procs["gateway"]) - c_gw, _cpu(procs["service"]) - c_svc
+            n = max(load.completed, 1)
+            res["cpu_per_request"] = {
+                "rate": top,
+                "completed": load.completed,
+                "gateway_ms": d_gw / n * 1e3,
+                "service_ms": d_svc / n * 1e3,
+                "ratio": (d_gw / d_svc) if d_svc else None,
+                "generator_cpu_s": load.generator_cpu_s,
+            }
+        finally:
+            for p in procs.values():
+                p.terminate()
+            for p in procs.values():
+                p.wait(timeout=10)
+    t = res["targets"]
+    res["summary"] = {
+        "gateway_hop_p50_ms": t["gateway"]["low_load"]["p50_ms"] - t["service"]["low_load"]["p50_ms"],
+        "embedded_vs_hello": (t["embedded"]["max_sustained_rate"] / t["hello"]["max_sustained_rate"])
+        if t["hello"]["max_sustained_rate"]
+        else None,
+        "service_vs_hello": (t["service"]["max_sustained_rate"] / t["hello"]["max_sustained_rate"])
+        if t["hello"]["max_sustained_rate"]
+        else None,
+    }
+    return res
+
+
+def to_markdown(res: dict) -> str:
+    t = res["targets"]
+    lines = [
+        "| target | max sustained req/s | low-load p50 ms | low-load p99 ms |",
+        "|---|---|---|---|",
+    ]
+    for name in ("hello", "service", "gateway", "embedded"):
+        x = t[name]
+        lines.append(
+            f"| {name} | {x['max_sustained_rate']:.0f} | {x['low_load']['p50_ms']:.2f} | "
+            f"{x['low_load']['p99_ms']:.2f} |"
+        )
+    s, c = res["summary"], res["cpu_per_request"]
+    ratio = f"{c['ratio']:.2f}" if c["ratio"] is not None else "n/a"
+    lines += [
+        "",
+        f"- Gateway hop at low load: +{s['gateway_hop_p50_ms']:.2f} ms median (target <= 1 ms).",
+        f"- CPU per request at {c['rate']:.0f} req/s: gateway {c['gateway_ms']:.2f} ms, "
+        f"service {c['service_ms']:.2f} ms, ratio {ratio} (target <= 0.5).",
+        f"- Embedded / hello ceiling: {s['embedded_vs_hello']:.2f}x (target >= 0.5x); service / hello "
+        f"{s['service_vs_hello']:.2f}x.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rates", default="100,200,400,600,800,1200,1600")
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--low-rate", type=float, default=20.0)
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "var" / "bench")
+    args = ap.parse_args()
+    res = run([float(r) for r in args.rates.split(",")], args.duration, args.low_rate)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gateway.json").write_text(json.dumps(res, indent=2))
+    md = to_markdown(res)
+    (args.out / "gateway.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
