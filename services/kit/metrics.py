@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -20,6 +19,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # prometheus_client chooses per-process file-backed values when a metric is created, if
 # PROMETHEUS_MULTIPROC_DIR is set then. Decide how to expose them at that same moment: importing
@@ -44,22 +44,45 @@ ERRORS = Counter("recsys_errors_total", "Responses with status >= 400", ["servic
 MISSING_ENTITIES = Counter("recsys_missing_entities_total", "Entities read that the online store lacks", ["view"])
 
 
-def install_metrics(app: FastAPI, service: str) -> None:
-    @app.middleware("http")
-    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+class MetricsMiddleware:
+    """Pure ASGI middleware (Starlette's BaseHTTPMiddleware costs ~0.3 ms CPU per request).
+
+    Labels: the matched route's path template (not the raw URL, so ids don't explode the series),
+    and the model/version a handler put on ``request.state``.
+    """
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        model = getattr(request.state, "model", "")
-        version = getattr(request.state, "model_version", "")
-        status = str(response.status_code)
-        REQUEST_LATENCY.labels(service, path, request.method, status, model, version).observe(
-            time.perf_counter() - start
-        )
-        if response.status_code >= 400:
-            ERRORS.labels(service, path, status).inc()
-        return response
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            st = scope.get("state") or {}
+            REQUEST_LATENCY.labels(
+                self.service, path, scope["method"], str(status), st.get("model", ""), st.get("model_version", "")
+            ).observe(time.perf_counter() - start)
+            if status >= 400:
+                ERRORS.labels(self.service, path, str(status)).inc()
+
+
+def install_metrics(app: FastAPI, service: str) -> None:
+    app.add_middleware(MetricsMiddleware, service=service)
 
     @app.get("/metrics", include_in_schema=False)
     def _metrics() -> Response:
