@@ -25,9 +25,11 @@ The LTE lookup itself (:func:`pit_lte`) goes through the feature store's histori
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -257,3 +259,28 @@ def attach_lte(
         "lte_items_mean": float(n_items[present].mean()) if present.any() else 0.0,
         "seq_len_mean": float((examples.item_seq != 0).sum(axis=1).mean()) if len(examples) else 0.0,
     }
+
+
+_EXAMPLE_FIELDS = ("item_seq", "target", "lte", "rows", "times", "snapshot_us")
+
+
+def save_examples(path: Path, parts: dict[str, Examples], meta: dict[str, Any]) -> None:
+    """Named sets of model inputs in one ``.npz`` (written atomically): the cache of the Feast joins."""
+    arrays = {
+        f"{name}|{f}": getattr(ex, f)
+        for name, ex in parts.items()
+        for f in _EXAMPLE_FIELDS
+        if getattr(ex, f) is not None
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+    tmp.replace(path)
+
+
+def load_examples(path: Path) -> tuple[dict[str, Examples], dict[str, Any]]:
+    with np.load(path) as z:
+        meta = json.loads(str(z["meta"]))
+        names = sorted({k.rsplit("|", 1)[0] for k in z.files if "|" in k})
+        parts = {n: Examples(**{f: z.get(f"{n}|{f}") for f in _EXAMPLE_FIELDS}) for n in names}  # type: ignore[arg-type]
+    return parts, meta

@@ -41,7 +41,15 @@ from feature_store.config import REPO_ROOT, FeatureStoreSettings
 from models.eval.baselines import Popularity
 from models.eval.harness import evaluate
 from models.eval.split import SequenceSplit, leave_one_out
-from models.sequential.data import Examples, LagPolicy, attach_lte, query_inputs, training_chunks
+from models.sequential.data import (
+    Examples,
+    LagPolicy,
+    attach_lte,
+    load_examples,
+    query_inputs,
+    save_examples,
+    training_chunks,
+)
 from models.sequential.model import VARIANTS, SASRec, SASRecConfig, load_checkpoint, save_checkpoint
 from models.sequential.train import TrainConfig, fit, score_examples
 
@@ -67,7 +75,8 @@ class DatasetPlan:
     n_blocks: int = 2
     n_heads: int = 2
     dropout: float = 0.2
-    loss: str = "ce"
+    loss: str = "ce"  # "ce" (full softmax) | "sampled" (n_negatives shared uniform negatives)
+    n_negatives: int = 1024
     epochs: int = 200
     batch_size: int = 128
     lr: float = 1e-3
@@ -96,7 +105,8 @@ PLANS: dict[str, DatasetPlan] = {
 def settings_for(dataset: str, root: Path = DEFAULT_ROOT) -> FeatureStoreSettings:
     """A private feature-store data dir (and Feast project) per dataset."""
     project = "seq_" + "".join(c if c.isalnum() else "_" for c in dataset)
-    return FeatureStoreSettings(data_dir=Path(root) / dataset, project=project)
+    # Absolute: Feast resolves relative paths against its repo directory, not the working directory.
+    return FeatureStoreSettings(data_dir=Path(root).resolve() / dataset, project=project)
 
 
 def load_source_dataset(dataset: str, settings: FeatureStoreSettings, plan: DatasetPlan) -> Dataset:
@@ -257,32 +267,6 @@ def load_split(dataset: str, root: Path = DEFAULT_ROOT, plan: DatasetPlan | None
     return leave_one_out(ds.interactions, dataset)
 
 
-_EXAMPLE_FIELDS = ("item_seq", "target", "lte", "rows", "times", "snapshot_us")
-
-
-def _save_examples(path: Path, parts: dict[str, Examples], meta: dict[str, Any]) -> None:
-    arrays: dict[str, np.ndarray] = {}
-    for name, ex in parts.items():
-        for f in _EXAMPLE_FIELDS:
-            v = getattr(ex, f)
-            if v is not None:
-                arrays[f"{name}.{f}"] = v
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
-    tmp.replace(path)
-
-
-def _load_examples(path: Path) -> tuple[dict[str, Examples], dict[str, Any]]:
-    with np.load(path) as z:
-        meta = json.loads(str(z["meta"]))
-        parts = {}
-        for name in ("train", "valid", "test"):
-            fields = {f: z.get(f"{name}.{f}") for f in _EXAMPLE_FIELDS}
-            parts[name] = Examples(**fields)
-    return parts, meta
-
-
 def prepare_data(
     dataset: str, variant: str, root: Path = DEFAULT_ROOT, plan: DatasetPlan | None = None
 ) -> PreparedData:
@@ -297,7 +281,7 @@ def prepare_data(
     )
     cache = settings.data_dir / "cache" / f"{variant}-{lag_tag}-L{plan.max_len}.npz"
     if cache.exists():
-        parts, meta = _load_examples(cache)
+        parts, meta = load_examples(cache)
         return PreparedData(split, parts["train"], parts["valid"], parts["test"], meta["lte_dim"], meta["refs"], meta)
     t0 = time.perf_counter()
     p = _split_parts(split)
@@ -340,7 +324,7 @@ def prepare_data(
         stats[name].setdefault("examples", float(len(ex)))
         stats[name].setdefault("seq_len_mean", float((ex.item_seq != 0).sum(axis=1).mean()) if len(ex) else 0.0)
     meta = {"lte_dim": lte_dim, "refs": refs, "prepare_seconds": round(time.perf_counter() - t0, 1), **stats}
-    _save_examples(cache, {"train": train, "valid": valid, "test": test}, meta)
+    save_examples(cache, {"train": train, "valid": valid, "test": test}, meta)
     return PreparedData(split, train, valid, test, lte_dim, refs, meta)
 
 
@@ -400,6 +384,7 @@ def run_one(
         batch_size=plan.batch_size,
         lr=plan.lr,
         loss=plan.loss,
+        n_negatives=plan.n_negatives,
         seed=seed,
         eval_every=plan.eval_every,
         patience=plan.patience,
@@ -559,3 +544,23 @@ def fmt_seconds(s: float) -> str:
 
 def finite(v: float) -> bool:
     return isinstance(v, int | float) and math.isfinite(v)
+
+
+TUNE_ROOT = DEFAULT_ROOT.parent / "sequential-tune"
+
+
+def tune_run(dataset: str, variant: str, overrides: dict[str, Any], root: Path = TUNE_ROOT) -> dict[str, Any]:
+    """One seed-0 run with plan overrides, for choosing settings on *validation*; appended to ``tune.jsonl``."""
+    torch.set_num_threads(1)
+    plan = replace(PLANS[dataset], **overrides)
+    data = prepare_data(dataset, variant, root, plan)
+    rec = run_one(dataset, variant, 0, root, plan, data)
+    keep = ("valid_NDCG@10", "HR@10", "NDCG@10", "NDCG@100", "train_seconds", "epochs_run", "best_epoch", "stopped")
+    row = {"dataset": dataset, "variant": variant, "kw": overrides, **{k: rec[k] for k in keep}}
+    row["train_examples"] = rec["train_examples"]
+    row["valid_history"] = rec["valid_history"]
+    path = Path(root) / "tune.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row, default=_json_default) + "\n")
+    return row

@@ -18,7 +18,8 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def export_model(
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     for stale in (out / ONNX_FILE, out / (ONNX_FILE + ".data")):
         stale.unlink(missing_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), _quiet("onnxscript", "onnx_ir", "torch.onnx"):
         # The exporter notes that "batch" is shared by all inputs (it is: one batch axis); not a problem.
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
         torch.onnx.export(
@@ -101,6 +102,19 @@ def export_model(
     }
     (out / PARAMS_FILE).write_text(json.dumps(written, indent=2, default=str))
     return out
+
+
+@contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """The exporter's graph optimiser logs every rewrite at INFO; keep CLI output to our progress bars."""
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
+    for lg, _ in saved:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in saved:
+            lg.setLevel(level)
 
 
 def quantize_int8(artifact_dir: Path | str, out_file: str = INT8_FILE) -> Path:

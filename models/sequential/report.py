@@ -116,6 +116,14 @@ def goal_check(results: dict[str, dict[str, list[dict[str, float]]]]) -> list[di
     return rows
 
 
+def _tuning_rows(root: Path) -> list[dict[str, Any]]:
+    path = Path(root).parent / "sequential-tune" / "tune.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted(rows, key=lambda r: (DATASETS.index(r["dataset"]) if r["dataset"] in DATASETS else 99, r["variant"]))
+
+
 def _fmt(v: float | None, digits: int = 4) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
@@ -159,6 +167,23 @@ def render(root: Path = DEFAULT_ROOT, md_path: Path = DOC_MD, json_path: Path = 
     else:
         parts.append("_No dataset has both SASRec and an LTE variant yet._\n")
     parts.append(notes)
+
+    tuning = _tuning_rows(root)
+    if tuning:
+        parts.append("## Light tuning on validation (seed 0)\n")
+        parts.append(
+            "Single runs in a separate directory (`var/experiments/sequential-tune`); only the validation "
+            "metric was used to choose settings (test numbers of these runs were not looked at for choices).\n"
+        )
+        parts.append("| dataset | variant | changed settings | valid NDCG@10 | epochs (best) | train time |")
+        parts.append("|---|---|---|---|---|---|")
+        for t in tuning:
+            changed = ", ".join(f"{k}={v}" for k, v in t.get("kw", {}).items() if k != "max_minutes") or "plan defaults"
+            parts.append(
+                f"| {t['dataset']} | {t['variant']} | {changed} | {_fmt(t.get('valid_NDCG@10'))} | "
+                f"{t.get('epochs_run')} ({t.get('best_epoch')}) | {t.get('train_seconds', 0):.0f} s |"
+            )
+        parts.append("")
 
     parts.append("## Settings per dataset\n")
     parts.append(

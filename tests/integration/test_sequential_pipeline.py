@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from feature_store import build as builds
 from feature_store import feast_ops
 from feature_store.sources.prepared import load_source, prepare
@@ -13,6 +15,7 @@ from models.sequential.pipeline import train_and_export
 from tests.conftest import make_settings
 
 
+@pytest.mark.slow
 def test_train_and_export_pins_the_versions_it_trained_on(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "store")
     prepare(settings, load_source("synthetic", settings, users=400, seed=2))
