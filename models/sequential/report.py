@@ -16,7 +16,8 @@ from typing import Any
 from feature_store.config import REPO_ROOT
 from models.eval.harness import PROTOCOL
 from models.eval.report import aggregate, render_table
-from models.sequential.experiment import DATASETS, DEFAULT_ROOT, PLANS, model_name, read_runs
+from models.sequential import compat
+from models.sequential.experiment import DATASETS, DEFAULT_ROOT, PLANS, DatasetPlan, model_name, read_runs
 
 DOC_MD = REPO_ROOT / "docs" / "results" / "sequential.md"
 DOC_JSON = REPO_ROOT / "docs" / "results" / "sequential.json"
@@ -124,6 +125,14 @@ def _tuning_rows(root: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (DATASETS.index(r["dataset"]) if r["dataset"] in DATASETS else 99, r["variant"]))
 
 
+def _recorded_plan(records: list[dict[str, Any]], dataset: str) -> DatasetPlan:
+    """The settings the recorded runs actually used (the code's current plan if none ran yet)."""
+    for r in records:
+        if r["dataset"] == dataset and "plan" in r:
+            return DatasetPlan(**r["plan"])
+    return PLANS[dataset]
+
+
 def _fmt(v: float | None, digits: int = 4) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
@@ -192,7 +201,7 @@ def render(root: Path = DEFAULT_ROOT, md_path: Path = DOC_MD, json_path: Path = 
     )
     parts.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for dataset in DATASETS:
-        p = PLANS[dataset]
+        p = _recorded_plan(records, dataset)
         parts.append(
             f"| {dataset} | {p.lag_days:g} d | {p.window_days:g} d | {p.every_days:g} d | {p.max_len} | "
             f"{p.hidden}/{p.n_blocks}/{p.n_heads} | {p.dropout} | {p.loss} | {p.batch_size} | {p.lr:g} | "
@@ -282,6 +291,12 @@ def render(root: Path = DEFAULT_ROOT, md_path: Path = DOC_MD, json_path: Path = 
 
     text = "\n".join(parts).rstrip() + "\n"
     md_path.parent.mkdir(parents=True, exist_ok=True)
+    # The compatibility experiment owns the section between its markers; carry it over unchanged.
+    old = md_path.read_text() if md_path.exists() else ""
+    if compat.MARK_START in old and compat.MARK_END in old:
+        a = old.index(compat.MARK_START)
+        b = old.index(compat.MARK_END, a) + len(compat.MARK_END)
+        text = compat.splice_section(text, old[a:b] + "\n")
     md_path.write_text(text)
     payload = {
         "title": TITLE,
