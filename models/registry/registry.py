@@ -62,6 +62,8 @@ ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _VERSION_REF = re.compile(r"^v?(\d+)$")
 # Registration retries when another registrant took the same number; each retry sees the new max.
 MAX_VERSION_ATTEMPTS = 64
+# Version numbers live in a 32-bit INTEGER column (PostgreSQL): larger numbers cannot exist.
+MAX_VERSION_NUMBER = 2**31 - 1
 
 
 @functools.lru_cache(maxsize=1)
@@ -340,6 +342,8 @@ class ModelRegistry:
     def get(self, name: str, version: int) -> ModelVersion:
         """One version by number. Cheap (no hashing): services call it per load; use ``verify`` to re-hash."""
         with self._read() as s:
+            if not 1 <= int(version) <= MAX_VERSION_NUMBER:  # the database would refuse the comparison itself
+                raise self._not_found(s, name, f"version v{version}")
             row = s.scalar(
                 select(ModelVersionRow).where(ModelVersionRow.name == name, ModelVersionRow.version == int(version))
             )

@@ -9,6 +9,10 @@ POST /v1/recommendations {user_id, surface, k, context}
   4. if the target fails, the experiment's control answers, else the surface model's shipped
      popularity ranking, flagged ``degraded``;
   5. the exposure is counted in metrics and appended to the exposure log (JSON lines).
+
+POST /v1/assignments {user_id, surface, context}
+  step 1 only (the same code: sticky store, namespaces, coverage, conditions, forced header) ->
+  {experiment, variant, target}; no service call, no exposure (client-side experiments, QA).
 """
 
 from __future__ import annotations
@@ -21,15 +25,17 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, Request
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from feature_store.config import FeatureStoreSettings
+from models.registry.registry import MAX_VERSION_NUMBER
 from services.gateway.experiments import Experiment, ExperimentCache, ExperimentStore, Target, assign_sticky
 from services.kit.app import create_app
 from services.kit.breaker import CircuitBreaker
@@ -80,6 +86,31 @@ class RecommendationsResponse(BaseModel):
     feature_versions: list[str]
     degraded: bool = False
     degraded_reason: str | None = None
+
+
+class AssignmentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(min_length=1, max_length=256)
+    surface: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$", examples=["home"])
+    context: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=32)
+
+
+class AssignmentResponse(BaseModel):
+    user_id: str
+    surface: str
+    experiment: str | None = Field(description="the experiment the user is in on this surface, or null")
+    variant: str | None = Field(description="the user's variant of that experiment, or null")
+    target: Target = Field(description="where /v1/recommendations sends this user's request")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The outcome of step 1 for one request: the surface's default route, the experiment arm, the target."""
+
+    default: Target
+    experiment: Experiment | None
+    variant: str | None
+    target: Target
 
 
 class ExposureLog:
@@ -193,24 +224,27 @@ class Gateway:
         self._popular[key] = (time.monotonic(), items)
         return items
 
-    async def recommend(self, body: RecommendationsRequest, forced: dict[str, str]) -> RecommendationsResponse:
-        default = self.settings.surfaces.get(body.surface)
+    async def route(self, user_id: str, surface: str, context: dict[str, Any], forced: dict[str, str]) -> Route:
+        """Step 1, shared by /v1/recommendations and /v1/assignments: the running experiments on
+        ``surface`` assign a variant (sticky store, namespaces, coverage, conditions, forced variants)."""
+        default = self.settings.surfaces.get(surface)
         if default is None:
             known = ", ".join(sorted(self.settings.surfaces))
-            raise ApiError(404, "unknown_surface", f"unknown surface {body.surface!r}; configured: {known}")
-        attrs = {"user_id": body.user_id, "surface": body.surface, **body.context}
-        chosen_exp: Experiment | None = None
-        variant_key: str | None = None
-        target = default
-        for exp in self.cache.running_for_surface(body.surface):
+            raise ApiError(404, "unknown_surface", f"unknown surface {surface!r}; configured: {known}")
+        attrs = {"user_id": user_id, "surface": surface, **context}
+        for exp in self.cache.running_for_surface(surface):
             a = await run_in_threadpool(assign_sticky, exp, attrs, forced, self.store.sticky)
             if a is None:
                 continue
             if a.in_experiment or exp.key in forced:
                 v = exp.variant(a.variant_key)
                 if v is not None:
-                    chosen_exp, variant_key, target = exp, v.key, v.target
-                    break
+                    return Route(default, exp, v.key, v.target)
+        return Route(default, None, None, default)
+
+    async def recommend(self, body: RecommendationsRequest, forced: dict[str, str]) -> RecommendationsResponse:
+        route = await self.route(body.user_id, body.surface, body.context, forced)
+        default, chosen_exp, variant_key, target = route.default, route.experiment, route.variant, route.target
         if chosen_exp is not None:
             for sv in chosen_exp.shadows:
                 asyncio.get_running_loop().create_task(self.shadow(chosen_exp, sv.key, sv.target, body.user_id, body.k))
@@ -303,6 +337,28 @@ def build_app(
         request.state.model, request.state.model_version = resp.model or "", str(resp.model_version or "")
         return resp
 
+    @router.post("/v1/assignments", responses={400: {}, 404: {}, 422: {}})
+    async def assignments(
+        body: AssignmentRequest,
+        x_force_variant: str | None = Header(default=None),
+    ) -> AssignmentResponse:
+        """The experiment arm ``/v1/recommendations`` would serve this user on this surface.
+
+        Exactly the assignment code of /v1/recommendations (sticky store, namespaces, coverage,
+        conditions on ``context``, ``X-Force-Variant``), and like it this records a fresh user's sticky
+        assignment, so a later recommendation agrees. It calls no service and logs no exposure: the
+        answer is for client-side experiments and QA, and the exposure is logged when (and if) the
+        user is served. ``experiment``/``variant`` are null when the user is in no experiment.
+        """
+        route = await gw.route(body.user_id, body.surface, body.context, parse_forced(x_force_variant))
+        return AssignmentResponse(
+            user_id=body.user_id,
+            surface=body.surface,
+            experiment=route.experiment.key if route.experiment else None,
+            variant=route.variant,
+            target=route.target,
+        )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with embedded_lifespans(embedded or {}):
@@ -321,17 +377,30 @@ def build_app(
     return app
 
 
+
+
+def _registry_alias(alias: str) -> str:
+    """The registry's own rule (not 'latest', not version-like), checked before any pre-flight runs."""
+    from models.registry.registry import check_alias_name
+
+    check_alias_name(alias)  # AliasError is a ValueError: a 422 that states the rule
+    return alias
+
+
+AliasName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$", max_length=64), AfterValidator(_registry_alias)]
+
+
 class DeployRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int = Field(ge=1)
-    alias: str = Field(default="champion", pattern=r"^[a-z][a-z0-9_-]*$")
+    version: int = Field(ge=1, le=MAX_VERSION_NUMBER)
+    alias: AliasName = "champion"
     reason: str = Field(default="", max_length=500)
 
 
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    alias: str = Field(default="champion", pattern=r"^[a-z][a-z0-9_-]*$")
-    to_version: int | None = Field(default=None, ge=1)
+    alias: AliasName = "champion"
+    to_version: int | None = Field(default=None, ge=1, le=MAX_VERSION_NUMBER)
     reason: str = Field(default="", max_length=500)
 
 

@@ -16,37 +16,8 @@ import httpx
 import pytest
 
 from feature_store.config import REPO_ROOT
-from services.commands import service_command
 from tests.conftest import free_port
-
-TOKEN = "test-admin-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def _start(name: str, port: int, env: dict[str, str]) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *service_command(name, "127.0.0.1", port)],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    for _ in range(400):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"{name} did not start: " + proc.stderr.read().decode()[-2000:])
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    proc.wait(timeout=10)
+from tests.e2e.helpers import AUTH, TOKEN, drive_load, register_copy, start_service, stop_service
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +30,13 @@ def topology(demo_env: dict[str, str]) -> Iterator[dict]:
         "RECSYS_BREAKER_RESET_S": "0.5",
     }
     state = {"env": env, "seq_port": seq_port, "gw_port": gw_port}
-    state["seq"] = _start("sequential", seq_port, env)
-    state["gw"] = _start("gateway", gw_port, env)
+    state["seq"] = start_service("sequential", seq_port, env)
+    state["gw"] = start_service("gateway", gw_port, env)
     state["url"] = f"http://127.0.0.1:{gw_port}"
     yield state
     for key in ("gw", "seq"):
         if state[key].poll() is None:
-            _stop(state[key])
+            stop_service(state[key])
 
 
 def _rec(url: str, user: str, headers: dict | None = None) -> httpx.Response:
@@ -95,17 +66,22 @@ def test_admin_calls_need_the_token(topology: dict) -> None:
     assert httpx.get(url, headers=AUTH).status_code == 200
 
 
-def _experiment(key: str, weights: tuple[float, float], coverage: float = 1.0) -> dict:
-    target = {"service": "sequential", "model": "seq-lte", "ref": "champion"}
+ARMS = ("control", "treatment", "treatment-2")
+ARM_REFS = ("champion", "1", "v1")  # the same model version named three ways: a distinct target per arm
+
+
+def _experiment(key: str, weights: tuple[float, ...], coverage: float = 1.0, **extra: object) -> dict:
+    target = {"service": "sequential", "model": "seq-lte"}
     return {
         "key": key,
         "surface": "home",
         "status": "running",
         "coverage": coverage,
         "variants": [
-            {"key": "control", "weight": weights[0], "target": target},
-            {"key": "treatment", "weight": weights[1], "target": {**target, "ref": "1"}},
+            {"key": arm, "weight": w, "target": {**target, "ref": ref}}
+            for arm, ref, w in zip(ARMS, ARM_REFS, weights, strict=False)
         ],
+        **extra,
     }
 
 
@@ -153,8 +129,8 @@ def test_split_stickiness_forcing_and_validation(topology: dict) -> None:
 
     # Sticky across a gateway restart (a new process reads assignments from the database).
     sample = users[:200]
-    _stop(topology["gw"])
-    topology["gw"] = _start("gateway", topology["gw_port"], topology["env"])
+    stop_service(topology["gw"])
+    topology["gw"] = start_service("gateway", topology["gw_port"], topology["env"])
     again = asyncio.run(_assign_many(url, sample))
     assert all(again[u] == assigned[u] for u in sample)
 
@@ -168,9 +144,145 @@ def test_split_stickiness_forcing_and_validation(topology: dict) -> None:
     assert r.status_code == 200
 
 
+async def _assignments(url: str, users: list[str]) -> dict[str, dict]:
+    """``POST /v1/assignments`` for every user, 32 in flight; user -> {experiment, variant, target}."""
+    out: dict[str, dict] = {}
+    sem = asyncio.Semaphore(32)
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def one(u: str) -> None:
+            async with sem:
+                body = {"user_id": u, "surface": "home", "context": {}}
+                r = await client.post(f"{url}/v1/assignments", json=body)
+                assert r.status_code == 200, r.text
+                out[u] = r.json()
+
+        await asyncio.gather(*(one(u) for u in users))
+    return out
+
+
+def _wait_until_live(url: str, key: str) -> None:
+    """Until the gateway's experiment cache has ``key`` running (a forced assignment names it)."""
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        r = httpx.post(
+            f"{url}/v1/assignments",
+            json={"user_id": "cache-probe", "surface": "home"},
+            headers={"X-Force-Variant": f"{key}=control"},
+        )
+        if r.status_code == 200 and r.json()["experiment"] == key:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"experiment {key} not live in the gateway after 5 s")
+
+
+def _exposures(data_dir: str, key: str) -> int:
+    path = Path(data_dir) / "exposures.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return sum(1 for x in lines if json.loads(x)["experiment"] == key)
+
+
+@pytest.mark.slow
+def test_split_over_10k_users_matches_the_weights(topology: dict) -> None:
+    """10,000 users assigned through HTTP; each arm's count is within 4 binomial standard deviations
+    (4 * sqrt(n p (1 - p)): 200 users for p=0.5, 183 for 0.3, 160 for 0.2) of n * weight. A correct
+    hash misses that band with probability ~6e-5 per arm; a wrong split (e.g. weights applied in a
+    different order, or coverage applied twice) lands far outside it."""
+    url, key = topology["url"], "split-10k"
+    weights = dict(zip(ARMS, (0.5, 0.3, 0.2), strict=True))
+    targets = {
+        arm: {"service": "sequential", "model": "seq-lte", "ref": ref} for arm, ref in zip(ARMS, ARM_REFS, strict=True)
+    }
+    r = httpx.post(f"{url}/v1/experiments", json=_experiment(key, tuple(weights.values())), headers=AUTH)
+    assert r.status_code == 201, r.text
+    try:
+        _wait_until_live(url, key)
+        n = 10_000
+        users = [f"w{i:05d}" for i in range(n)]
+        assigned = asyncio.run(_assignments(url, users))
+        assert {a["experiment"] for a in assigned.values()} == {key}  # coverage 1: everyone is in
+        assert all(a["target"] == targets[a["variant"]] for a in assigned.values())
+        counts = Counter(a["variant"] for a in assigned.values())
+        for arm, p in weights.items():
+            tolerance = 4 * math.sqrt(n * p * (1 - p))
+            assert abs(counts[arm] - n * p) < tolerance, (arm, counts, tolerance)
+
+        # Assigning logged no exposure; serving does, and serves the arm the assignment named.
+        sample = users[:100]
+        assert _exposures(topology["env"]["RECSYS_DATA_DIR"], key) == 0
+        served = asyncio.run(_assign_many(url, sample))
+        assert all(served[u] == assigned[u]["variant"] for u in sample)
+        deadline = time.time() + 5
+        while _exposures(topology["env"]["RECSYS_DATA_DIR"], key) < len(sample) and time.time() < deadline:
+            time.sleep(0.1)
+        # The forced header works on assignments too (and still logs nothing).
+        user = next(u for u in users if assigned[u]["variant"] == "control")
+        forced = httpx.post(
+            f"{url}/v1/assignments",
+            json={"user_id": user, "surface": "home"},
+            headers={"X-Force-Variant": f"{key}=treatment-2"},
+        ).json()
+        assert forced["variant"] == "treatment-2" and forced["target"] == targets["treatment-2"]
+        time.sleep(0.3)
+        assert _exposures(topology["env"]["RECSYS_DATA_DIR"], key) == len(sample)
+        r = httpx.post(f"{url}/v1/assignments", json={"user_id": user, "surface": "nope"})
+        assert r.status_code == 404 and "home" in r.json()["error"]["message"]
+    finally:
+        assert httpx.post(f"{url}/v1/experiments/{key}/stop", json={}, headers=AUTH).status_code == 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sticky", [True, False], ids=["sticky", "hash-only"])
+def test_raising_coverage_keeps_assigned_users_in_place(topology: dict, sticky: bool) -> None:
+    """Coverage 0.3 -> 0.8 through the experiments API: every user who was in keeps their variant; users
+    who were out may now be in. Without sticky bucketing the hash ranges alone must guarantee it."""
+    url, key = topology["url"], f"coverage-ramp-{'sticky' if sticky else 'hash'}"
+    exp = _experiment(key, (0.5, 0.5), coverage=0.3, sticky_bucketing=sticky)
+    r = httpx.post(f"{url}/v1/experiments", json=exp, headers=AUTH)
+    assert r.status_code == 201, r.text
+    try:
+        _wait_until_live(url, key)
+        n = 2000
+        users = [f"cov-{i:04d}" for i in range(n)]
+        before = asyncio.run(_assignments(url, users))
+        inside = {u: a["variant"] for u, a in before.items() if a["experiment"] == key}
+        outside = [u for u in users if u not in inside]
+        assert all(before[u]["variant"] is None for u in outside)
+
+        def within(count: int, p: float) -> bool:  # 4 binomial standard deviations
+            return abs(count - n * p) < 4 * math.sqrt(n * p * (1 - p))
+
+        assert within(len(inside), 0.3), len(inside)
+
+        r = httpx.patch(
+            f"{url}/v1/experiments/{key}", json={"version": 1, "coverage": 0.8, "reason": "ramp up"}, headers=AUTH
+        )
+        assert r.status_code == 200 and r.json()["version"] == 2, r.text
+        deadline = time.time() + 5  # the gateway sees the change within a second
+        while time.time() < deadline:
+            probe = asyncio.run(_assignments(url, outside[:50]))
+            if any(a["experiment"] == key for a in probe.values()):
+                break
+            time.sleep(0.2)
+        after = asyncio.run(_assignments(url, users))
+        moved = {u: (v, after[u]["variant"]) for u, v in inside.items() if after[u]["variant"] != v}
+        assert not moved, list(moved.items())[:5]
+        newly_in = [u for u in outside if after[u]["experiment"] == key]
+        assert within(len(inside) + len(newly_in), 0.8), (len(inside), len(newly_in))
+        # The serving path agrees for users who were in before the ramp.
+        sample = list(inside)[:50]
+        served = asyncio.run(_assign_many(url, sample))
+        assert all(served[u] == inside[u] for u in sample)
+        history = httpx.get(f"{url}/v1/experiments/{key}/history", headers=AUTH).json()["events"]
+        assert history[0]["action"] == "update" and history[0]["reason"] == "ramp up"
+        assert (history[0]["before"]["coverage"], history[0]["after"]["coverage"]) == (0.3, 0.8)
+    finally:
+        assert httpx.post(f"{url}/v1/experiments/{key}/stop", json={}, headers=AUTH).status_code == 200
+
+
 def test_service_down_gives_degraded_answers_then_recovers(topology: dict) -> None:
     url = topology["url"]
-    _stop(topology["seq"])
+    stop_service(topology["seq"])
     statuses = []
     for i in range(30):
         r = _rec(url, f"down-{i}")
@@ -179,7 +291,7 @@ def test_service_down_gives_degraded_answers_then_recovers(topology: dict) -> No
         body = r.json()
         assert body["degraded"] is True and len(body["items"]) == 5
     assert set(statuses) == {200}
-    topology["seq"] = _start("sequential", topology["seq_port"], topology["env"])
+    topology["seq"] = start_service("sequential", topology["seq_port"], topology["env"])
     deadline = time.time() + 10
     while time.time() < deadline:
         body = _rec(url, "u001").json()
@@ -189,67 +301,15 @@ def test_service_down_gives_degraded_answers_then_recovers(topology: dict) -> No
     assert body["degraded"] is False and body["model"] == "seq-lte"
 
 
-def _register_copy(data_dir: Path, feature_refs: list[str]) -> int:
-    """A new version of seq-lte with v1's artifact (same weights) pinning ``feature_refs``."""
-    import shutil
-    import tempfile
-
-    from feature_store.config import FeatureStoreSettings
-    from models.registry import ModelRegistry
-
-    settings = FeatureStoreSettings(data_dir=data_dir)
-    registry = ModelRegistry.from_settings(settings)
-    v1 = registry.get("seq-lte", 1)
-    with tempfile.TemporaryDirectory() as tmp:
-        art = Path(tmp) / "artifact"
-        shutil.copytree(v1.path, art, ignore=shutil.ignore_patterns("registry_manifest.json"))
-        for p in art.iterdir():
-            p.chmod(0o644)
-        m = registry.register(
-            family="sequential",
-            name="seq-lte",
-            artifact_dir=art,
-            feature_refs=feature_refs,
-            training=v1.manifest.training,
-            metrics=dict(v1.manifest.metrics),
-            params=dict(v1.manifest.params),
-        )
-    registry.close()
-    return int(m.version)
-
-
-async def _load(url: str, users: list[str], seconds: float, rate: float) -> list[dict]:
-    out: list[dict] = []
-    async with httpx.AsyncClient(timeout=10) as client:
-        start = time.perf_counter()
-        tasks = []
-        i = 0
-        while time.perf_counter() - start < seconds:
-            body = {"user_id": users[i % len(users)], "surface": "home", "k": 5}
-
-            async def one(b: dict = body) -> None:
-                try:
-                    r = await client.post(f"{url}/v1/recommendations", json=b)
-                    out.append({"status": r.status_code, **(r.json() if r.status_code == 200 else {})})
-                except httpx.HTTPError as exc:
-                    out.append({"status": -1, "error": str(exc)})
-
-            tasks.append(asyncio.create_task(one()))
-            i += 1
-            await asyncio.sleep(1 / rate)
-        await asyncio.gather(*tasks)
-    return out
-
-
 def test_deploy_and_rollback_under_load_with_zero_failed_requests(topology: dict) -> None:
     import threading
 
     url, env = topology["url"], topology["env"]
     data_dir = Path(env["RECSYS_DATA_DIR"])
-    v2 = _register_copy(data_dir, ["lte_avg@v1", "recent_items@v1"])
+    v2 = register_copy(data_dir, ["lte_avg@v1", "recent_items@v1"])
     users = [f"u{i:03d}" for i in range(0, 400, 7)]
     results: list[dict] = []
-    loader = threading.Thread(target=lambda: results.extend(asyncio.run(_load(url, users, 8.0, 40.0))))
+    loader = threading.Thread(target=lambda: results.extend(asyncio.run(drive_load(url, users, 8.0, 40.0))))
     loader.start()
     time.sleep(1.5)
     r = httpx.post(f"{url}/v1/models/seq-lte/deploy", json={"version": v2, "reason": "test"}, headers=AUTH, timeout=60)
@@ -286,7 +346,7 @@ def test_deploy_and_rollback_under_load_with_zero_failed_requests(topology: dict
         dataset="synthetic",
         basis_fingerprint=None,
     )
-    v3 = _register_copy(data_dir, [spec.ref, "recent_items@v1"])
+    v3 = register_copy(data_dir, [spec.ref, "recent_items@v1"])
     r = httpx.post(f"{url}/v1/models/seq-lte/rollback", json={"to_version": v3}, headers=AUTH, timeout=60)
     assert r.status_code == 409
     assert f"{spec.ref} (offline)" in r.json()["error"]["message"]
@@ -320,7 +380,7 @@ def test_deploy_and_rollback_under_load_with_zero_failed_requests(topology: dict
 
 def test_embedded_mode_serves_the_same_api_in_one_process(demo_env: dict[str, str]) -> None:
     port = free_port()
-    proc = _start("embedded", port, demo_env)
+    proc = start_service("embedded", port, demo_env)
     try:
         r = httpx.post(
             f"http://127.0.0.1:{port}/v1/recommendations", json={"user_id": "u001", "surface": "home", "k": 5}
@@ -330,4 +390,4 @@ def test_embedded_mode_serves_the_same_api_in_one_process(demo_env: dict[str, st
         assert body["degraded"] is False and body["model"] == "seq-lte" and len(body["items"]) == 5
         assert body["feature_versions"] == ["lte_avg@v1", "recent_items@v1"]
     finally:
-        _stop(proc)
+        stop_service(proc)

@@ -463,3 +463,13 @@ def test_verify_detects_tampering(registry: ModelRegistry, tmp_path: Path) -> No
         mv.load_session()  # loading verifies by default
     with pytest.raises(ModelNotFound):
         registry.verify("seq-lte", 2)
+
+
+@pytest.mark.parametrize("ref", [2**31, "99999999999999999999", "v0", 0])
+def test_out_of_range_version_numbers_are_not_found_not_a_database_error(
+    registry: ModelRegistry, tmp_path: Path, ref
+) -> None:
+    # Both databases store versions in a 32-bit INTEGER: the lookup must not reach them with a bigger number.
+    register(registry, make_artifact(tmp_path))
+    with pytest.raises(ModelNotFound, match=r"unknown version v\d+ of model 'seq-lte'; versions: v1"):
+        registry.resolve("seq-lte", ref)

