@@ -3,6 +3,7 @@
 recsys data list | prepare
 recsys features apply | build-lte | build-recent | build-items | materialize | versions | status | retire
 recsys demo build | serve
+recsys models ... | deploy | rollback | experiments list | get | create | update | pause | resume | stop | history
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import typer
 from services.cli import data as data_cmds
 from services.cli import demo as demo_cmds
 from services.cli import evaluate as evaluate_cmds
+from services.cli import experiments as experiment_cmds
 from services.cli import features as feature_cmds
 from services.cli import models as models_cmds
 from services.cli import rollout as rollout_cmds
@@ -30,6 +32,7 @@ app.add_typer(train_cmds.app, name="train", help="Train a recommender family.")
 app.add_typer(evaluate_cmds.app, name="evaluate", help="Evaluate recommender families on real datasets.")
 app.add_typer(demo_cmds.app, name="demo", help="The embedded demo: build and serve.")
 app.add_typer(models_cmds.app, name="models", help="Model registry: versions, aliases, history.")
+app.add_typer(experiment_cmds.app, name="experiments", help="A/B experiments (the same operations as /v1/experiments).")
 
 
 app.command("deploy")(rollout_cmds.deploy_cmd)

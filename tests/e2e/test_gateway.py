@@ -391,3 +391,52 @@ def test_embedded_mode_serves_the_same_api_in_one_process(demo_env: dict[str, st
         assert body["feature_versions"] == ["lte_avg@v1", "recent_items@v1"]
     finally:
         stop_service(proc)
+
+
+def _recsys(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "recsys"), *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_experiments_cli_and_api_share_one_store_and_its_rules(topology: dict) -> None:
+    url, env = topology["url"], topology["env"]
+    spec = {**_experiment("cli-made", (0.5, 0.5)), "status": "draft", "surface": "cli-surface"}
+    out = _recsys(env, "experiments", "create", json.dumps(spec), "--actor", "carol")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["version"] >= 0
+
+    # The HTTP API sees it and changes it; the CLI sees the API's change in the same history.
+    r = httpx.get(f"{url}/v1/experiments/cli-made", headers=AUTH)
+    assert r.status_code == 200 and r.json()["surface"] == "cli-surface"
+    version = r.json()["version"]
+    r = httpx.patch(
+        f"{url}/v1/experiments/cli-made",
+        json={"version": version, "coverage": 0.4, "reason": "api edit"},
+        headers={**AUTH, "X-Actor": "dave"},
+    )
+    assert r.status_code == 200, r.text
+    out = _recsys(env, "experiments", "history", "cli-made")
+    assert out.returncode == 0, out.stderr
+    actors = [e["actor"] for e in json.loads(out.stdout)]
+    assert actors[:2] == ["dave", "carol"]
+
+    # The same validation as the API: a stale version, weights that do not sum, an unknown model.
+    out = _recsys(env, "experiments", "update", "cli-made", '{"coverage": 0.9}', "--version", str(version))
+    assert out.returncode == 2 and "version" in out.stderr
+    bad = {**spec, "key": "cli-bad", "variants": [{**v, "weight": 0.2} for v in spec["variants"]]}
+    out = _recsys(env, "experiments", "create", json.dumps(bad))
+    assert out.returncode == 2 and "sum" in out.stderr
+    ghost = {**spec, "key": "cli-ghost"}
+    ghost["variants"] = [{**v, "target": {**v["target"], "model": "ghost"}} for v in spec["variants"]]
+    out = _recsys(env, "experiments", "create", json.dumps(ghost))
+    assert out.returncode == 2 and "ghost" in out.stderr
+    assert httpx.get(f"{url}/v1/experiments/cli-bad", headers=AUTH).status_code == 404
+
+    out = _recsys(env, "experiments", "stop", "cli-made", "--reason", "done")
+    assert out.returncode == 0 and json.loads(out.stdout)["status"] == "stopped"
