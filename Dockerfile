@@ -9,4 +9,4 @@ RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorc
  && pip install --no-cache-dir .
 ENV RECSYS_DATA_DIR=/data
 EXPOSE 8000
-CMD ["uvicorn", "--factory", "services.features.app:app_factory", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "services.kit.serve", "--factory", "services.features.app:app_factory", "--host", "0.0.0.0", "--port", "8000"]

@@ -5,12 +5,20 @@ Targets (each one uvicorn worker, real processes on loopback):
   service     the sequential service directly (POST /v1/recommend)
   gateway     the gateway in microservice mode -> the service over pooled HTTP
   embedded    gateway + service in one process, in-process calls
+  embedded_unbatched  the same with RECSYS_BATCHING=false (micro-batching off), for a same-run
+              before/after of services/kit/batching.py
 
 For each: an open-loop sweep of fixed arrival rates (latency from scheduled send time) and the
 highest rate sustained (>= 95% achieved, no errors). Gateway cost: median latency added by the
 hop at low load, and CPU seconds per request of the gateway process vs the service process at the
 top sustained rate, read from the processes' own CPU time (on 2 shared cores, raw throughput through
-two processes says little). Writes var/bench/gateway.{json,md}.
+two processes says little).
+
+Capacity (needs ``wrk``; ``make bench-deps``): closed-loop throughput with 32 connections, the
+targets measured in turn for several short rounds and the median kept, so machine noise (other
+jobs on the 2 cores) hits every target alike. The sweep's "highest rate sustained" stops at the
+first noisy step and at its top rate, so the embedded / hello ratio is read from capacity.
+Writes var/bench/gateway.{json,md}.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import httpx
 import psutil
 
 from feature_store.config import REPO_ROOT
+from loadtests import wrk
 from loadtests.bench_sequential import _demo_data_dir, _free_port, _wait_ready
 from loadtests.openloop import run_load
 from services.commands import service_command
@@ -68,11 +77,33 @@ def _max_sustained(runs: list[dict]) -> float:
     return max(ok, default=0.0)
 
 
-def run(rates: list[float], duration: float, low_rate: float) -> dict:
+def _capacity(urls: dict[str, tuple[str, list[dict] | None]], rounds: int, duration: float) -> dict:
+    """Closed-loop req/s per target: ``rounds`` interleaved wrk runs, median kept."""
+    runs: dict[str, list[dict]] = {name: [] for name in urls}
+    for i in range(rounds):
+        for name, (url, bodies) in urls.items():
+            r = wrk.run_wrk(url, bodies, duration=duration, connections=32)
+            print(f"  capacity round {i + 1}/{rounds} {name:>18}: {r.summary()}", flush=True)
+            runs[name].append(asdict(r))
+    out = {}
+    for name, rs in runs.items():
+        ok = [r for r in rs if r["non_2xx"] == 0 and r["socket_errors"] == 0]
+        med = sorted(ok, key=lambda r: r["rps"])[len(ok) // 2] if ok else None
+        out[name] = {
+            "rps": med["rps"] if med else 0.0,
+            "p50_ms": med["p50_ms"] if med else None,
+            "p99_ms": med["p99_ms"] if med else None,
+            "rounds": [r["rps"] for r in rs],
+            "failed_rounds": len(rs) - len(ok),
+        }
+    return out
+
+
+def run(rates: list[float], duration: float, low_rate: float, cap_rounds: int = 3, cap_duration: float = 4.0) -> dict:
     res: dict = {"targets": {}}
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = _demo_data_dir(tmp)
-        seq_port, gw_port, emb_port, hello_port = (_free_port() for _ in range(4))
+        seq_port, gw_port, emb_port, hello_port, unb_port = (_free_port() for _ in range(5))
         env = {
             **os.environ,
             "RECSYS_DATA_DIR": str(data_dir),
@@ -102,6 +133,9 @@ def run(rates: list[float], duration: float, low_rate: float) -> dict:
             "service": _spawn(service_command("sequential", "127.0.0.1", seq_port), env),
             "gateway": _spawn(service_command("gateway", "127.0.0.1", gw_port), env),
             "embedded": _spawn(service_command("embedded", "127.0.0.1", emb_port), env),
+            "embedded_unbatched": _spawn(
+                service_command("embedded", "127.0.0.1", unb_port), {**env, "RECSYS_BATCHING": "false"}
+            ),
         }
         urls = {
             "hello": (f"http://127.0.0.1:{hello_port}/hello", None),
@@ -114,6 +148,10 @@ def run(rates: list[float], duration: float, low_rate: float) -> dict:
                 f"http://127.0.0.1:{emb_port}/v1/recommendations",
                 [{"user_id": u, "surface": "home", "k": 10} for u in users],
             ),
+            "embedded_unbatched": (
+                f"http://127.0.0.1:{unb_port}/v1/recommendations",
+                [{"user_id": u, "surface": "home", "k": 10} for u in users],
+            ),
         }
         try:
             for name, port in (
@@ -121,6 +159,7 @@ def run(rates: list[float], duration: float, low_rate: float) -> dict:
                 ("service", seq_port),
                 ("gateway", gw_port),
                 ("embedded", emb_port),
+                ("embedded_unbatched", unb_port),
             ):
                 path = "/hello" if name == "hello" else "/readyz"
                 _wait_ready(f"http://127.0.0.1:{port}{path}", procs[name], timeout=120)
@@ -128,6 +167,10 @@ def run(rates: list[float], duration: float, low_rate: float) -> dict:
                 for b in (bodies or [None])[:100]:
                     httpx.post(url, json=b) if b else httpx.get(url)
             for name, (url, bodies) in urls.items():
+                if name == "embedded_unbatched":  # only its low-load latency and capacity
+                    low = asdict(run_load(url, bodies, rate=low_rate, duration_s=duration))
+                    res["targets"][name] = {"low_load": low, "sweep": [], "max_sustained_rate": None}
+                    continue
                 print(f"[{name}] low load {low_rate:.0f}/s, then sweep", flush=True)
                 low = asdict(run_load(url, bodies, rate=low_rate, duration_s=duration))
                 sweep = _sweep(url, bodies, rates, duration)
@@ -147,12 +190,18 @@ def run(rates: list[float], duration: float, low_rate: float) -> dict:
                 "ratio": (d_gw / d_svc) if d_svc else None,
                 "generator_cpu_s": load.generator_cpu_s,
             }
+            if wrk.available() and cap_rounds > 0:
+                print(f"[capacity] wrk, 32 connections, {cap_rounds} rounds of {cap_duration:.0f} s", flush=True)
+                res["capacity"] = _capacity(urls, cap_rounds, cap_duration)
+            else:
+                print("[capacity] skipped: wrk is not installed (make bench-deps)", flush=True)
         finally:
             for p in procs.values():
                 p.terminate()
             for p in procs.values():
                 p.wait(timeout=10)
     t = res["targets"]
+    cap = res.get("capacity")
     res["summary"] = {
         "gateway_hop_p50_ms": t["gateway"]["low_load"]["p50_ms"] - t["service"]["low_load"]["p50_ms"],
         "embedded_vs_hello": (t["embedded"]["max_sustained_rate"] / t["hello"]["max_sustained_rate"])
@@ -162,6 +211,11 @@ def run(rates: list[float], duration: float, low_rate: float) -> dict:
         if t["hello"]["max_sustained_rate"]
         else None,
     }
+    if cap and cap["hello"]["rps"]:
+        hello = cap["hello"]["rps"]
+        res["summary"]["capacity_vs_hello"] = {name: c["rps"] / hello for name, c in cap.items()}
+        if cap["embedded_unbatched"]["rps"]:
+            res["summary"]["batching_gain"] = cap["embedded"]["rps"] / cap["embedded_unbatched"]["rps"]
     return res
 
 
@@ -171,12 +225,10 @@ def to_markdown(res: dict) -> str:
         "| target | max sustained req/s | low-load p50 ms | low-load p99 ms |",
         "|---|---|---|---|",
     ]
-    for name in ("hello", "service", "gateway", "embedded"):
+    for name in ("hello", "service", "gateway", "embedded", "embedded_unbatched"):
         x = t[name]
-        lines.append(
-            f"| {name} | {x['max_sustained_rate']:.0f} | {x['low_load']['p50_ms']:.2f} | "
-            f"{x['low_load']['p99_ms']:.2f} |"
-        )
+        top = "-" if x["max_sustained_rate"] is None else f"{x['max_sustained_rate']:.0f}"
+        lines.append(f"| {name} | {top} | {x['low_load']['p50_ms']:.2f} | {x['low_load']['p99_ms']:.2f} |")
     s, c = res["summary"], res["cpu_per_request"]
     ratio = f"{c['ratio']:.2f}" if c["ratio"] is not None else "n/a"
     lines += [
@@ -184,9 +236,33 @@ def to_markdown(res: dict) -> str:
         f"- Gateway hop at low load: +{s['gateway_hop_p50_ms']:.2f} ms median (target <= 1 ms).",
         f"- CPU per request at {c['rate']:.0f} req/s: gateway {c['gateway_ms']:.2f} ms, "
         f"service {c['service_ms']:.2f} ms, ratio {ratio} (target <= 0.5).",
-        f"- Embedded / hello ceiling: {s['embedded_vs_hello']:.2f}x (target >= 0.5x); service / hello "
+        f"- Embedded / hello ceiling (sweep): {s['embedded_vs_hello']:.2f}x; service / hello "
         f"{s['service_vs_hello']:.2f}x.",
     ]
+    cap = res.get("capacity")
+    if cap:
+        ratio = s.get("capacity_vs_hello", {})
+        lines += [
+            "",
+            "Capacity (wrk, 32 connections, median of interleaved rounds):",
+            "",
+            "| target | req/s | / hello | p50 ms | p99 ms | rounds req/s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, c in cap.items():
+            rel = f"{ratio[name]:.2f}x" if name in ratio else "-"
+            p50 = f"{c['p50_ms']:.2f}" if c["p50_ms"] is not None else "-"
+            p99 = f"{c['p99_ms']:.2f}" if c["p99_ms"] is not None else "-"
+            rounds = ", ".join(f"{x:.0f}" for x in c["rounds"])
+            lines.append(f"| {name} | {c['rps']:.0f} | {rel} | {p50} | {p99} | {rounds} |")
+        if "embedded" in ratio:
+            gain = s.get("batching_gain")
+            lines += [
+                "",
+                f"- Embedded / hello capacity: {ratio['embedded']:.2f}x (target >= 0.5x); micro-batching gain "
+                + (f"{gain:.2f}x" if gain else "n/a")
+                + " (embedded vs embedded_unbatched).",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -195,9 +271,17 @@ def main() -> None:
     ap.add_argument("--rates", default="100,200,400,600,800,1200,1600")
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--low-rate", type=float, default=20.0)
+    ap.add_argument("--capacity-rounds", type=int, default=3, help="wrk rounds per target; 0 skips capacity")
+    ap.add_argument("--capacity-duration", type=float, default=4.0)
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "var" / "bench")
     args = ap.parse_args()
-    res = run([float(r) for r in args.rates.split(",")], args.duration, args.low_rate)
+    res = run(
+        [float(r) for r in args.rates.split(",")],
+        args.duration,
+        args.low_rate,
+        args.capacity_rounds,
+        args.capacity_duration,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gateway.json").write_text(json.dumps(res, indent=2))
     md = to_markdown(res)

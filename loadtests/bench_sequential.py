@@ -44,7 +44,8 @@ def inference_bench(n_items: int = 2000, lte_dim: int = 64, iters: int = 300) ->
     import onnxruntime as ort
     import torch
 
-    from models.sequential.export import export_model, session_options
+    from models.onnx_runtime import session_options
+    from models.sequential.export import export_model
     from models.sequential.model import SASRec, SASRecConfig, exportable
 
     torch.set_num_threads(1)
@@ -96,7 +97,7 @@ def _thread_bench(onnx_path: str, feeds: dict, n: int) -> dict:
 
     import onnxruntime as ort
 
-    from models.sequential.export import session_options
+    from models.onnx_runtime import session_options
 
     res: dict = {}
     sessions = {

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.onnx_runtime import inference_session
 from models.sequential.features import exclude_mask
 from models.sequential.model import SASRec, exportable
 
@@ -138,30 +139,15 @@ def quantize_int8(artifact_dir: Path | str, out_file: str = INT8_FILE) -> Path:
     return dst
 
 
-def session_options(intra_op_num_threads: int = 1) -> Any:
-    """ORT options: ``intra_op_num_threads`` threads (default 1: on a shared machine a second thread spins)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = intra_op_num_threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return opts
-
-
 class OnnxRecommender:
     """ONNX Runtime inference for a sequential artifact: ``recommend`` returns (scores, items) top-k."""
 
     def __init__(
         self, artifact_dir: Path | str, onnx_file: str = ONNX_FILE, intra_op_num_threads: int | None = None
     ) -> None:
-        import onnxruntime as ort
-
         self.dir = Path(artifact_dir)
         threads = intra_op_num_threads or int(os.environ.get("RECSYS_ORT_THREADS", "1"))
-        self.session = ort.InferenceSession(
-            str(self.dir / onnx_file), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-        )
+        self.session = inference_session(self.dir / onnx_file, threads)
         self.params = json.loads((self.dir / PARAMS_FILE).read_text())
         self.item_ids: list[str] = json.loads((self.dir / ITEM_INDEX_FILE).read_text())
         self.input_names = [i.name for i in self.session.get_inputs()]

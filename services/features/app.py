@@ -19,7 +19,7 @@ from feature_store.config import FeatureStoreSettings
 from feature_store.online import FeatureNotOnline
 from feature_store.versions import VersionCatalog
 from services.kit.app import create_app
-from services.kit.errors import ApiError
+from services.kit.errors import ApiError, error_responses
 from services.kit.features import ServiceFeatureClient
 from services.kit.settings import ServiceSettings
 
@@ -73,7 +73,7 @@ def build_app(settings: ServiceSettings | None = None, fs_settings: FeatureStore
             out.append({"ref": spec.ref, **spec.model_dump(mode="json"), "status": status.model_dump(mode="json")})
         return out
 
-    @router.post("/read", responses={400: {}, 404: {}, 422: {}})
+    @router.post("/read", responses=error_responses(400, 404, 422))
     def read(body: ReadRequest, request: Request) -> ReadResponse:
         if len(body.entity_ids) > settings.max_entities_per_request:
             raise ApiError(

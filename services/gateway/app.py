@@ -39,7 +39,7 @@ from models.registry.registry import MAX_VERSION_NUMBER
 from services.gateway.experiments import Experiment, ExperimentCache, ExperimentStore, Target, assign_sticky
 from services.kit.app import create_app
 from services.kit.breaker import CircuitBreaker
-from services.kit.errors import ApiError
+from services.kit.errors import ApiError, error_responses
 from services.kit.settings import ServiceSettings
 from services.kit.transport import HttpTransport, ServiceUnavailable, Transport
 
@@ -327,7 +327,7 @@ def build_app(
     gw = Gateway(settings, store, transport, registry)
     router = APIRouter(tags=["recommendations"])
 
-    @router.post("/v1/recommendations", responses={400: {}, 404: {}, 422: {}})
+    @router.post("/v1/recommendations", responses=error_responses(400, 404, 422))
     async def recommendations(
         body: RecommendationsRequest,
         request: Request,
@@ -337,7 +337,7 @@ def build_app(
         request.state.model, request.state.model_version = resp.model or "", str(resp.model_version or "")
         return resp
 
-    @router.post("/v1/assignments", responses={400: {}, 404: {}, 422: {}})
+    @router.post("/v1/assignments", responses=error_responses(400, 404, 422))
     async def assignments(
         body: AssignmentRequest,
         x_force_variant: str | None = Header(default=None),
@@ -375,8 +375,6 @@ def build_app(
     )
     app.state.gateway = gw
     return app
-
-
 
 
 def _registry_alias(alias: str) -> str:
@@ -423,7 +421,12 @@ def models_router(settings: GatewaySettings, gw: Gateway) -> APIRouter:
     from services.gateway.rollout import RolloutRefused, deploy, rollback
     from services.kit.auth import admin_token_dependency
 
-    router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(admin_token_dependency(settings))])
+    router = APIRouter(
+        prefix="/v1/models",
+        tags=["models"],
+        dependencies=[Depends(admin_token_dependency(settings))],
+        responses=error_responses(400, 401, 403, 404, 409, 422),
+    )
     ctx_holder: dict[str, Any] = {}
 
     def ctx() -> Any:
@@ -450,7 +453,7 @@ def models_router(settings: GatewaySettings, gw: Gateway) -> APIRouter:
             "alias_history": history,
         }
 
-    @router.post("/{name}/deploy", responses={404: {}, 409: {}})
+    @router.post("/{name}/deploy")
     async def deploy_route(name: str, body: DeployRequest, x_actor: str | None = Header(default=None)) -> dict:
         try:
             return await deploy(ctx(), name, body.version, body.alias, x_actor or "admin", body.reason)
@@ -459,7 +462,7 @@ def models_router(settings: GatewaySettings, gw: Gateway) -> APIRouter:
         except LookupError as exc:
             raise _lookup(exc) from exc
 
-    @router.post("/{name}/rollback", responses={404: {}, 409: {}})
+    @router.post("/{name}/rollback")
     async def rollback_route(name: str, body: RollbackRequest, x_actor: str | None = Header(default=None)) -> dict:
         try:
             return await rollback(ctx(), name, body.alias, body.to_version, x_actor or "admin", body.reason)

@@ -24,7 +24,7 @@ from services.gateway.experiments import (
     TargetValidator,
 )
 from services.kit.auth import admin_token_dependency
-from services.kit.errors import ApiError
+from services.kit.errors import ApiError, error_responses
 from services.kit.settings import ServiceSettings
 
 T = TypeVar("T")
@@ -87,7 +87,12 @@ def experiments_router(
     """The admin router over ``store``. ``target_validator`` checks that each variant's model and
     alias/version exist (the gateway passes ``registry_target_validator(registry, services)``)."""
     admin = admin_token_dependency(settings)
-    router = APIRouter(prefix="/v1/experiments", tags=["experiments"], dependencies=[Depends(admin)])
+    router = APIRouter(
+        prefix="/v1/experiments",
+        tags=["experiments"],
+        dependencies=[Depends(admin)],
+        responses=error_responses(400, 401, 403, 404, 409, 422),
+    )
 
     def create(body: ExperimentCreate, x_actor: Actor = None) -> Experiment:
         return _call(lambda: store.create(body, actor_from(x_actor), target_validator=target_validator))

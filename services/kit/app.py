@@ -6,27 +6,45 @@ A service passes its routers and a readiness check; /healthz says the process is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 
 from services.kit.errors import error_body, install_error_handlers
-from services.kit.metrics import install_metrics
+from services.kit.metrics import install_metrics, worker_exiting
 
 ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def _with_worker_exit(lifespan: Lifespan | None) -> Lifespan:
+    """The service's lifespan, then the metrics bookkeeping of a process that stops serving."""
+
+    @asynccontextmanager
+    async def wrapped(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+        finally:
+            worker_exiting()
+
+    return wrapped
 
 
 def create_app(
     name: str,
     routers: Sequence[APIRouter],
     ready: ReadyCheck | None = None,
-    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    lifespan: Lifespan | None = None,
     version: str = "0.1.0",
 ) -> FastAPI:
-    app = FastAPI(title=f"recsys {name}", version=version, lifespan=lifespan)
+    app = FastAPI(title=f"recsys {name}", version=version, lifespan=_with_worker_exit(lifespan))
     install_error_handlers(app)
     install_metrics(app, name)
 

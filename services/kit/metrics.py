@@ -1,14 +1,28 @@
 """Prometheus metrics shared by all services.
 
 Request latency by route/model/version, feature read latency, inference latency, errors.
-With several worker processes set PROMETHEUS_MULTIPROC_DIR; ``metrics_response`` then
-aggregates across processes (prometheus_client multiprocess mode).
+
+Several worker processes (``services.commands.service_command(..., workers=N)``): set
+PROMETHEUS_MULTIPROC_DIR. Every process then writes its values to files in that directory and
+``/metrics``, whichever worker answers it, sums all of them (prometheus_client multiprocess mode).
+What that needs, and where it happens:
+
+* the directory is emptied once, in the master before any worker starts (``services/kit/serve.py``):
+  files left by an earlier run would be summed into this run's counters;
+* a gauge must say how processes combine (``multiprocess_mode``; ``livesum`` for "current total"),
+  else each pid becomes its own series, dead ones included (tests/unit/test_metrics_multiprocess.py
+  checks every gauge the services define);
+* a worker that stops removes its live-gauge files (``worker_exiting``, from the app's lifespan: a
+  uvicorn worker ends by re-raising its shutdown signal, so atexit handlers never run); one that
+  was killed cannot, so a scrape removes those of pids that no longer run. Counter and histogram files
+  of dead workers stay on purpose: totals must never go down while the service runs.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from fastapi import FastAPI, Response
 from prometheus_client import (
@@ -25,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 # PROMETHEUS_MULTIPROC_DIR is set then. Decide how to expose them at that same moment: importing
 # Feast later sets the variable for its own use and must not switch this process's /metrics.
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+MULTIPROC_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]) if MULTIPROCESS else None
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -38,7 +53,10 @@ FEATURE_READ_LATENCY = Histogram(
     "recsys_feature_read_seconds", "Online feature read latency", ["service", "view", "store"], buckets=_BUCKETS
 )
 INFERENCE_LATENCY = Histogram(
-    "recsys_inference_seconds", "Model inference latency", ["service", "model", "version"], buckets=_BUCKETS
+    "recsys_inference_seconds",
+    "Model inference latency, one observation per inference call (a whole micro-batch when batching)",
+    ["service", "model", "version"],
+    buckets=_BUCKETS,
 )
 ERRORS = Counter("recsys_errors_total", "Responses with status >= 400", ["service", "route", "status"])
 MISSING_ENTITIES = Counter("recsys_missing_entities_total", "Entities read that the online store lacks", ["view"])
@@ -90,8 +108,37 @@ def install_metrics(app: FastAPI, service: str) -> None:
 
 
 def metrics_response() -> Response:
-    if MULTIPROCESS:
+    if MULTIPROC_DIR is not None:
+        reap_dead_workers(MULTIPROC_DIR)
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry, path=str(MULTIPROC_DIR))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def worker_exiting() -> None:
+    """This process stops serving: drop its live gauges, as ``mark_process_dead`` in a master would."""
+    if MULTIPROC_DIR is not None:
+        multiprocess.mark_process_dead(os.getpid(), str(MULTIPROC_DIR))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def reap_dead_workers(path: Path) -> list[int]:
+    """``mark_process_dead`` for live-gauge files of pids that no longer run (killed workers)."""
+    dead = set()
+    for f in path.glob("gauge_live*_*.db"):
+        pid = f.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            dead.add(int(pid))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, str(path))
+    return sorted(dead)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
+
+from models.onnx_runtime import inference_session
 
 
 @dataclass
@@ -28,7 +29,7 @@ class LoadedModel:
     family: str
     manifest: Any  # models.registry.ModelManifest; typed loosely so the kit does not import the registry
     path: Path
-    session: ort.InferenceSession
+    session: Any  # onnxruntime.InferenceSession
     input_names: frozenset[str]
     item_ids: np.ndarray  # index -> item id ("" at index 0, the padding index)
     item_index: dict[str, int]
@@ -48,21 +49,9 @@ class LoadedModel:
         return scores, items
 
 
-def session_options(threads: int) -> ort.SessionOptions:
-    """One intra-op thread by default: two collapsed when another process held the other core."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return opts
-
-
 def load_artifact(name: str, version: int, family: str, manifest: Any, path: Path, threads: int = 1) -> LoadedModel:
     onnx_path = path / "model.onnx"
-    session = ort.InferenceSession(
-        str(onnx_path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-    )
+    session = inference_session(onnx_path, threads)
     item_ids = np.asarray(json.loads((path / "item_index.json").read_text()), dtype=object)
     params_path = path / "params.json"
     params = json.loads(params_path.read_text()) if params_path.exists() else {}
@@ -125,6 +114,21 @@ class ModelLoader:
                 model = load_artifact(name, version, mv.manifest.family, mv.manifest, Path(mv.path), self.threads)
                 self._models[(name, version)] = model
         return model
+
+    def peek(self, name: str, ref: str | int) -> LoadedModel | None:
+        """The loaded model if resolving ``ref`` needs no I/O (fresh alias, version loaded), else None.
+
+        Lets an async handler stay on the event loop on the hot path and send only registry
+        lookups and loads (database, hashing, ONNX session creation) to a thread.
+        """
+        if isinstance(ref, int) or str(ref).lstrip("v").isdigit():
+            version = int(str(ref).lstrip("v"))
+        else:
+            hit = self._aliases.get((name, str(ref)))
+            if hit is None or time.monotonic() - hit[0] >= self.alias_ttl_s:
+                return None
+            version = hit[1]
+        return self._models.get((name, version))
 
     def loaded(self) -> list[str]:
         return sorted(m.label for m in self._models.values())

@@ -6,12 +6,12 @@ Both speak the services' HTTP API (JSON in, JSON out), so a service behaves iden
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Protocol
 
 import aiohttp
-import httpx
 import orjson
 from fastapi import FastAPI
 
@@ -33,13 +33,6 @@ def _decode_bytes(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return {"error": {"code": "bad_response", "message": raw[:200].decode(errors="replace")}}
-
-
-def _decode(resp: httpx.Response) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        return {"error": {"code": "bad_response", "message": resp.text[:200]}}
 
 
 class HttpTransport:
@@ -95,30 +88,77 @@ class HttpTransport:
 
 
 class InProcessTransport:
-    """Calls service apps living in this process through ASGI: no sockets, same request path."""
+    """Calls service apps living in this process through ASGI: no sockets, same request path.
+
+    A call goes through the service's whole ASGI app (its middleware, routing, validation and
+    error handlers), JSON in and JSON out, exactly as over HTTP; only an HTTP client is left out.
+    httpx's ASGITransport did this job at ~0.4-0.7 ms CPU per call here, more than the sequential
+    service's own work per request once it batches. As with ASGITransport, an exception the app
+    raises propagates to the caller, and ``timeout`` is not enforced in-process.
+    """
 
     def __init__(self, apps: Mapping[str, FastAPI]) -> None:
         self.apps = dict(apps)
-        self.clients = {
-            name: httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}")
-            for name, app in self.apps.items()
-        }
 
     async def post(
         self, service: str, path: str, body: dict[str, Any], timeout: float, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
-        client = self.clients.get(service)
-        if client is None:
+        app = self.apps.get(service)
+        if app is None:
             raise ServiceUnavailable(f"service {service!r} is not embedded in this process")
+        raw = orjson.dumps(body)
+        path, _, query = path.partition("?")
+        head = [
+            (b"host", service.encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(raw)).encode()),
+        ]
+        head += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": head,
+            "client": ("127.0.0.1", 0),
+            "server": (service, 80),
+            "extensions": {},
+        }
+        request_sent = False
+        done = asyncio.Event()
+        status = 500
+        chunks: list[bytes] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal request_sent
+            if not request_sent:
+                request_sent = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            await done.wait()  # later reads mean "is the client still there": it is, until the response ends
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    done.set()
+
         try:
-            resp = await client.post(path, json=body, timeout=timeout, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise ServiceUnavailable(f"{service}: timed out after {timeout:.3f}s") from exc
-        return resp.status_code, _decode(resp)
+            await app(scope, receive, send)  # type: ignore[arg-type]
+        finally:
+            done.set()
+        return status, _decode_bytes(b"".join(chunks))
 
     async def aclose(self) -> None:
-        for c in self.clients.values():
-            await c.aclose()
+        return None
 
 
 @asynccontextmanager

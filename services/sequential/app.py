@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from feature_store.config import FeatureStoreSettings
 from feature_store.online import FeatureNotOnline
 from feature_store.versions import parse_ref
 from services.kit.app import create_app
 from services.kit.auth import admin_token_dependency
-from services.kit.errors import ApiError
+from services.kit.batching import MicroBatcher
+from services.kit.errors import ApiError, error_responses
 from services.kit.features import ServiceFeatureClient
 from services.kit.metrics import INFERENCE_LATENCY
 from services.kit.models import LoadedModel, ModelLoader
@@ -93,93 +95,160 @@ def _recent_ref(model: LoadedModel) -> str | None:
 def recommend(
     model: LoadedModel, features: ServiceFeatureClient, body: RecommendRequest, now_ts: float
 ) -> RecommendResponse:
-    """The request path: pinned features -> model inputs -> ONNX -> top-k (or the flagged fallback)."""
+    """One request alone (the unbatched path): the same code as a batch of one."""
+    (result,) = recommend_batch(model, features, [body], [now_ts])
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def recommend_batch(
+    model: LoadedModel, features: ServiceFeatureClient, bodies: Sequence[RecommendRequest], now_ts: Sequence[float]
+) -> list[RecommendResponse | Exception]:
+    """The request path for several requests of one model version, answered as if each ran alone.
+
+    Pinned features for all users in one multi-entity read per view -> model inputs per request ->
+    ONE ONNX call over the requests that need the model -> top-k per row (or each request's flagged
+    fallback). Returns one response or exception per request, in order: a bad request fails alone.
+    """
     from models.sequential.features import build_inputs
 
+    n = len(bodies)
+    results: list[RecommendResponse | Exception | None] = [None] * n
     top_k = int(model.params.get("top_k", 100))
-    if body.k > top_k:
-        raise ApiError(422, "k_too_large", f"k={body.k} exceeds this model's top_k={top_k}")
+    live: list[int] = []  # requests still to answer
+    for i, body in enumerate(bodies):
+        if body.k > top_k:
+            results[i] = ApiError(422, "k_too_large", f"k={body.k} exceeds this model's top_k={top_k}")
+        else:
+            live.append(i)
     lte_ref, recent_ref = _lte_ref(model), _recent_ref(model)
-    request_items = [i for i in (body.recent_items or []) if i in model.item_index]
-    fallback_reason = None
-    recent_ids: list[str] = []
-    recent_ts: list[int] = []
-    lte = None
-    lte_as_of: float | None = None
+    users = list(dict.fromkeys(bodies[i].user_id for i in live))  # one read per distinct user
+    row_of = {u: r for r, u in enumerate(users)}
+    recent_rows = lte_rows = None
+    version_as_of: float | None = None
+    store_error = None
     try:
-        if recent_ref:
-            rows = features.read(recent_ref, [body.user_id])
-            if rows.present[0]:
-                recent_ids = list(rows.values["item_ids"][0])  # type: ignore[index]
-                recent_ts = list(rows.values["timestamps"][0])  # type: ignore[index]
-        if lte_ref:
-            rows = features.read(lte_ref, [body.user_id], ["lte"])
-            # The sequence starts where this LTE value's horizon ends: its snapshot time minus the lag
-            # (models/sequential/features.py); a user without a row gets the version's as-of.
-            lte_as_of = features.client.version(lte_ref).window.as_of.timestamp()
-            if rows.present[0]:
-                lte = rows.values["lte"][0]  # type: ignore[index]
-                ts = rows.event_ts[0]
-                lte_as_of = ts.timestamp() if ts is not None else lte_as_of
+        if users and recent_ref:
+            recent_rows = features.read(recent_ref, users)
+        if users and lte_ref:
+            lte_rows = features.read(lte_ref, users, ["lte"])
+            version_as_of = features.client.version(lte_ref).window.as_of.timestamp()
     except (FeatureNotOnline, OSError, ConnectionError) as exc:
-        fallback_reason = f"feature store unavailable: {type(exc).__name__}"
+        store_error = f"feature store unavailable: {type(exc).__name__}"
         log.warning("feature read failed for %s: %s", model.label, exc)
     except Exception as exc:  # redis.exceptions.* do not all derive from OSError
         if type(exc).__module__.startswith("redis"):
-            fallback_reason = f"feature store unavailable: {type(exc).__name__}"
+            store_error = f"feature store unavailable: {type(exc).__name__}"
         else:
             raise
-    now = int(now_ts)
-    if request_items:
-        recent_ids = recent_ids + request_items
-        recent_ts = recent_ts + [now] * len(request_items)
-    seen = {model.item_index[i] for i in recent_ids if i in model.item_index} if body.exclude_seen else set()
-    if fallback_reason is None and not recent_ids and lte is None:
-        fallback_reason = "unknown user: no recent items and no LTE at the pinned versions"
-    if fallback_reason is not None:
-        ranked = [int(i) for i in model.popular if int(i) not in seen][: body.k]
-        items = [ScoredItem(item_id=str(model.item_ids[i]), score=0.0) for i in ranked]
-        return RecommendResponse(
-            user_id=body.user_id,
-            items=items,
-            model=model.name,
-            model_version=model.version,
-            feature_versions=model.feature_refs,
-            fallback=True,
-            fallback_reason=fallback_reason,
-        )
-    item_seq, lte_vec = build_inputs(
-        recent_ids,
-        recent_ts,
-        lte,
-        model.item_index,
-        int(model.params["max_len"]),
-        now,
-        float(model.params.get("lag_seconds", 0)),
-        int(model.params.get("lte_dim") or 0),
-    )
-    exclude = np.zeros((1, len(model.item_ids)), dtype=bool)
-    exclude[0, 0] = True
-    if seen:
-        exclude[0, list(seen)] = True
-    feeds: dict[str, np.ndarray] = {"item_seq": item_seq[None, :], "exclude": exclude}
-    if lte_vec is not None:
-        feeds["lte"] = lte_vec[None, :].astype(np.float32)
+    max_len = int(model.params["max_len"])
+    # The sequence starts where the LTE's horizon ends: the as-of of the LTE value used minus the lag
+    # (models/sequential/features.py), exactly as in training. No LTE view: no boundary (SASRec).
+    lag = float(model.params.get("lag_seconds") or 0) if lte_ref else None
+    lte_dim = int(model.params.get("lte_dim") or 0)
+    n_items = len(model.item_ids)
+    rows: list[tuple[int, np.ndarray, np.ndarray | None, set[int]]] = []  # (request, item_seq, lte, seen)
+    for i in live:
+        body = bodies[i]
+        try:
+            recent_ids: list[str] = []
+            recent_ts: list[int] = []
+            lte = None
+            r = row_of[body.user_id]
+            if store_error is None and recent_rows is not None and recent_rows.present[r]:
+                recent_ids = list(recent_rows.values["item_ids"][r])  # type: ignore[index]
+                recent_ts = list(recent_rows.values["timestamps"][r])  # type: ignore[index]
+            lte_as_of = version_as_of  # a user without a row: the version's as-of (zeros LTE)
+            if store_error is None and lte_rows is not None and lte_rows.present[r]:
+                lte = lte_rows.values["lte"][r]  # type: ignore[index]
+                ts = lte_rows.event_ts[r]
+                lte_as_of = ts.timestamp() if ts is not None else version_as_of
+            now = int(now_ts[i])
+            request_items = [x for x in (body.recent_items or []) if x in model.item_index]
+            if request_items:
+                recent_ids = recent_ids + request_items
+                recent_ts = recent_ts + [now] * len(request_items)
+            seen = {model.item_index[x] for x in recent_ids if x in model.item_index} if body.exclude_seen else set()
+            fallback_reason = store_error
+            if fallback_reason is None and not recent_ids and lte is None:
+                fallback_reason = "unknown user: no recent items and no LTE at the pinned versions"
+            if fallback_reason is not None:
+                ranked = [int(x) for x in model.popular if int(x) not in seen][: body.k]
+                results[i] = RecommendResponse(
+                    user_id=body.user_id,
+                    items=[ScoredItem(item_id=str(model.item_ids[x]), score=0.0) for x in ranked],
+                    model=model.name,
+                    model_version=model.version,
+                    feature_versions=model.feature_refs,
+                    fallback=True,
+                    fallback_reason=fallback_reason,
+                )
+                continue
+            item_seq, lte_vec = build_inputs(
+                recent_ids, recent_ts, lte, model.item_index, max_len, lte_as_of, lag, lte_dim
+            )
+            rows.append((i, item_seq, lte_vec, seen))
+        except Exception as exc:
+            results[i] = exc
+    if rows:
+        try:
+            outcomes = _run_rows(model, rows, n_items)
+        except Exception as exc:  # a lone row's inference failed: that request only
+            outcomes = [exc] * len(rows)
+        for (i, _, _, _), outcome in zip(rows, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                results[i] = outcome
+                continue
+            scores, idx = outcome
+            k = bodies[i].k
+            results[i] = RecommendResponse(
+                user_id=bodies[i].user_id,
+                items=[
+                    ScoredItem(item_id=str(model.item_ids[x]), score=float(sc))
+                    for sc, x in zip(scores[:k], idx[:k], strict=True)
+                    if np.isfinite(sc)
+                ],
+                model=model.name,
+                model_version=model.version,
+                feature_versions=model.feature_refs,
+            )
+    return [r if r is not None else RuntimeError("request left unanswered") for r in results]
+
+
+def _feeds(rows: Sequence[tuple[int, np.ndarray, np.ndarray | None, set[int]]], n_items: int) -> dict[str, np.ndarray]:
+    """Stack per-request inputs on the graph's dynamic batch axis."""
+    exclude = np.zeros((len(rows), n_items), dtype=bool)
+    exclude[:, 0] = True  # the padding index is never an answer
+    for b, (_, _, _, seen) in enumerate(rows):
+        if seen:
+            exclude[b, list(seen)] = True
+    feeds: dict[str, np.ndarray] = {"item_seq": np.stack([r[1] for r in rows]), "exclude": exclude}
+    if rows[0][2] is not None:  # one model version: every row has an LTE or none does
+        feeds["lte"] = np.stack([r[2] for r in rows]).astype(np.float32, copy=False)  # type: ignore[misc]
+    return feeds
+
+
+def _run_rows(
+    model: LoadedModel, rows: Sequence[tuple[int, np.ndarray, np.ndarray | None, set[int]]], n_items: int
+) -> list[tuple[np.ndarray, np.ndarray] | Exception]:
+    """One ONNX call for all rows; if it fails, each row alone, so one bad row fails only itself."""
     start = time.perf_counter()
-    scores, idx = model.run(feeds)
+    try:
+        scores, idx = model.run(_feeds(rows, n_items))
+    except Exception:
+        if len(rows) == 1:
+            raise
+        log.exception("batched inference of %d rows failed for %s; retrying row by row", len(rows), model.label)
+        out: list[tuple[np.ndarray, np.ndarray] | Exception] = []
+        for row in rows:
+            try:
+                out.extend(_run_rows(model, [row], n_items))
+            except Exception as exc:
+                out.append(exc)
+        return out
     INFERENCE_LATENCY.labels(SERVICE, model.name, str(model.version)).observe(time.perf_counter() - start)
-    items = [
-        ScoredItem(item_id=str(model.item_ids[i]), score=float(s))
-        for s, i in zip(scores[0][: body.k], idx[0][: body.k], strict=True)
-        if np.isfinite(s)
-    ]
-    return RecommendResponse(
-        user_id=body.user_id,
-        items=items,
-        model=model.name,
-        model_version=model.version,
-        feature_versions=model.feature_refs,
-    )
+    return [(scores[b], idx[b]) for b in range(len(rows))]
 
 
 def build_app(
@@ -191,6 +260,7 @@ def build_app(
     fs_settings = fs_settings or FeatureStoreSettings()
     router = APIRouter(tags=["recommend"])
     state: dict[str, Any] = {}
+    batchers: dict[tuple[str, int], MicroBatcher[tuple[RecommendRequest, float], RecommendResponse]] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -206,8 +276,28 @@ def build_app(
         yield
         state["features"].close()
 
-    @router.post("/v1/recommend", responses={404: {}, 422: {}})
-    def recommend_route(body: RecommendRequest, request: Request) -> RecommendResponse:
+    def batcher(model: LoadedModel) -> MicroBatcher[tuple[RecommendRequest, float], RecommendResponse]:
+        """One batcher per model version: a batch is one ONNX call, so it never mixes versions."""
+        key = (model.name, model.version)
+        b = batchers.get(key)
+        if b is None:
+            features: ServiceFeatureClient = state["features"]
+
+            def run(items: list[tuple[RecommendRequest, float]]) -> list[RecommendResponse | Exception]:
+                return recommend_batch(model, features, [it[0] for it in items], [it[1] for it in items])
+
+            b = batchers[key] = MicroBatcher(
+                run,
+                max_batch_size=settings.batch_max_size,
+                max_wait_ms=settings.batch_max_wait_ms,
+                max_concurrency=settings.batch_max_concurrency,
+                service=SERVICE,
+                name=model.label,
+            )
+        return b
+
+    @router.post("/v1/recommend", responses=error_responses(400, 404, 422))
+    async def recommend_route(body: RecommendRequest, request: Request) -> RecommendResponse:
         if body.recent_items is not None and len(body.recent_items) > settings.max_recent_items:
             raise ApiError(
                 422,
@@ -216,14 +306,28 @@ def build_app(
             )
         loader: ModelLoader = state["loader"]
         ref = body.model_version or settings.default_model_ref
-        try:
-            model = loader.get(settings.model_name, ref)
-        except LookupError as exc:
-            raise ApiError(404, "unknown_model_version", str(exc)) from exc
+        # Cached versions resolve on the loop; registry lookups and loads block, so they go to a thread.
+        model = loader.peek(settings.model_name, ref)
+        if model is None:
+            try:
+                model = await run_in_threadpool(loader.get, settings.model_name, ref)
+            except LookupError as exc:
+                raise ApiError(404, "unknown_model_version", str(exc)) from exc
         request.state.model, request.state.model_version = model.name, str(model.version)
-        return recommend(model, state["features"], body, time.time())
+        top_k = int(model.params.get("top_k", 100))
+        if body.k > top_k:  # refused before it takes a place in a batch
+            raise ApiError(422, "k_too_large", f"k={body.k} exceeds this model's top_k={top_k}")
+        now = time.time()
+        if not settings.batching:
+            return await run_in_threadpool(recommend, model, state["features"], body, now)
+        return await batcher(model).submit((body, now))
 
-    @router.post("/v1/admin/load", dependencies=[Depends(admin_token_dependency(settings))], tags=["admin"])
+    @router.post(
+        "/v1/admin/load",
+        dependencies=[Depends(admin_token_dependency(settings))],
+        tags=["admin"],
+        responses=error_responses(400, 401, 403, 404, 422),
+    )
     def load_version(body: LoadRequest) -> dict[str, Any]:
         """Pre-flight of a deploy: load (and hash-verify) a version so it is warm before any alias moves."""
         loader: ModelLoader = state["loader"]

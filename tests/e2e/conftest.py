@@ -18,7 +18,9 @@ RECSYS = str(Path(sys.executable).parent / "recsys")
 def demo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     data_dir = tmp_path_factory.mktemp("demo")
     env = {**os.environ, "RECSYS_DATA_DIR": str(data_dir), "RECSYS_ONLINE_STORE": "sqlite"}
-    for var in ("REDIS_URL", "RECSYS_REGISTRY_URL"):  # private stores only
+    # Private stores only. PROMETHEUS_MULTIPROC_DIR: `import feast` sets it in this test process to a
+    # temp dir of its own; services started with it would share (and, at start-up, empty) one dir.
+    for var in ("REDIS_URL", "RECSYS_REGISTRY_URL", "RECSYS_GATEWAY_DB_URL", "PROMETHEUS_MULTIPROC_DIR"):
         env.pop(var, None)
     out = subprocess.run(
         [RECSYS, "demo", "build", "--users", "400"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600

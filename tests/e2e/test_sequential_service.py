@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -133,3 +134,46 @@ def test_retention_guard_refuses_to_retire_pinned_features(demo_env: dict[str, s
     manifest = json.loads(out.stdout)
     assert [p["ref"] for p in manifest["feature_refs"]] == ["lte_avg@v1", "recent_items@v1"]
     assert manifest["onnx_sha256"] and manifest["files"]
+
+
+def test_service_builds_the_inputs_training_builds(seq_service: str, demo_env: dict[str, str]) -> None:
+    """Train/serve agreement: the answer equals the offline pipeline's (features.build_inputs on the
+    user's stored features, the lag boundary at the LTE value's own as-of, then the same ONNX graph).
+    Cutting the sequence at the request time instead empties it for the demo's 2024 data."""
+    from feature_store.config import FeatureStoreSettings
+    from models.registry import ModelRegistry
+    from models.sequential.export import OnnxRecommender
+    from models.sequential.features import build_inputs
+
+    data_dir = Path(demo_env["RECSYS_DATA_DIR"])
+    version = ModelRegistry.from_settings(FeatureStoreSettings(data_dir=data_dir)).resolve("seq-lte", "champion")
+    rec = OnnxRecommender(version.path)
+    user, _ = _active_user(demo_env)
+
+    def newest(view: str) -> pd.Series:
+        frame = pd.read_parquet(data_dir / "offline" / view / "v1.parquet")
+        rows = frame[frame.user_id == user]
+        return rows.loc[rows.event_timestamp.idxmax()]
+
+    recent, lte = newest("recent_items"), newest("lte_avg")
+    index = {item: i for i, item in enumerate(rec.item_ids)}
+    p = rec.params
+    seq, vec = build_inputs(
+        list(recent.item_ids),
+        list(recent.timestamps),
+        lte.lte.astype("float32"),
+        index,
+        int(p["max_len"]),
+        lte.event_timestamp.timestamp(),
+        float(p["lag_seconds"]),
+        int(p["lte_dim"]),
+    )
+    assert (seq != 0).sum() > 0, "the demo user should have a short-term sequence after the LTE horizon"
+    exclude = np.zeros((1, len(rec.item_ids)), dtype=bool)
+    exclude[0, 0] = True
+    exclude[0, [index[i] for i in recent.item_ids if i in index]] = True
+    _, items = rec.recommend(seq[None, :], vec[None, :], exclude)
+    expected = [rec.item_ids[i] for i in items[0][:10]]
+
+    body = httpx.post(f"{seq_service}/v1/recommend", json={"user_id": user, "k": 10}).json()
+    assert [i["item_id"] for i in body["items"]] == expected

@@ -25,7 +25,7 @@ def test_compose_file_is_valid_and_matches_the_tested_commands() -> None:
     microservices = [n for n in APPS if n != "embedded"]
     assert {"redis", "postgres", "prometheus", "gateway", *microservices} <= set(resolved)
     for name in microservices:
-        assert resolved[name]["command"] == service_command(name, "0.0.0.0", PORTS[name]), name
+        assert resolved[name]["command"] == ["python", "-m", *service_command(name, "0.0.0.0", PORTS[name])], name
     prometheus = yaml.safe_load((REPO_ROOT / "services" / "ops" / "prometheus.yml").read_text())
     targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
     assert sorted(targets) == sorted(f"{n}:{PORTS[n]}" for n in microservices)
