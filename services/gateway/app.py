@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import queue
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -114,28 +113,43 @@ class Route:
 
 
 class ExposureLog:
-    """Append-only JSON lines, written by a background thread so requests never wait on disk."""
+    """Append-only JSON lines, written in batches by a background thread.
 
-    def __init__(self, path: Path) -> None:
+    A request only appends to an in-memory list; the writer drains it every ``flush_interval_s``.
+    Waking the writer per request (a queue ``put``) cost ~40 us of the gateway's CPU per request
+    under load (cProfile, wrk), for a log nobody reads within 100 ms. A clean shutdown drains
+    everything; a killed process loses at most the last interval.
+    """
+
+    def __init__(self, path: Path, flush_interval_s: float = 0.1) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._q: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self.flush_interval_s = flush_interval_s
+        self._buf: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="exposure-log", daemon=True)
         self._thread.start()
 
     def append(self, record: dict[str, Any]) -> None:
-        self._q.put(record)
+        with self._lock:
+            self._buf.append(record)
+
+    def _drain(self, fh: Any) -> None:
+        with self._lock:
+            batch, self._buf = self._buf, []
+        if batch:
+            fh.write("".join(json.dumps(rec, separators=(",", ":")) + "\n" for rec in batch))
+            fh.flush()
 
     def _run(self) -> None:
-        with self.path.open("a", buffering=1) as fh:
-            while True:
-                rec = self._q.get()
-                if rec is None:
-                    return
-                fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        with self.path.open("a") as fh:
+            while not self._stop.wait(self.flush_interval_s):
+                self._drain(fh)
+            self._drain(fh)
 
     def close(self) -> None:
-        self._q.put(None)
+        self._stop.set()
         self._thread.join(timeout=5)
 
 

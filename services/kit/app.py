@@ -59,6 +59,11 @@ def create_app(
             return JSONResponse({"status": "ready", "service": name, **details})
         return JSONResponse(error_body("not_ready", f"{name} is not ready", details), status_code=503)
 
+    ops_routes = list(app.router.routes)
     for router in routers:
         app.include_router(router)
+    # Starlette tries routes in order, and the docs, /metrics, /healthz and /readyz come first; put
+    # the service's own routes (the hot ones) ahead of them: each miss costs a regex match per request.
+    # (Paths do not overlap, so the order changes nothing else; OpenAPI lists routes by path.)
+    app.router.routes[:] = [r for r in app.router.routes if r not in ops_routes] + ops_routes
     return app
