@@ -146,7 +146,7 @@ class OnnxRecommender:
         self, artifact_dir: Path | str, onnx_file: str = ONNX_FILE, intra_op_num_threads: int | None = None
     ) -> None:
         self.dir = Path(artifact_dir)
-        threads = intra_op_num_threads or int(os.environ.get("RECSYS_ORT_THREADS", "1"))
+        threads = intra_op_num_threads or int(os.environ.get("RECSYS_ONNX_THREADS", "1"))
         self.session = inference_session(self.dir / onnx_file, threads)
         self.params = json.loads((self.dir / PARAMS_FILE).read_text())
         self.item_ids: list[str] = json.loads((self.dir / ITEM_INDEX_FILE).read_text())
