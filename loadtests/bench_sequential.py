@@ -211,7 +211,7 @@ def service_bench(rates: list[float], duration: float) -> dict:
             for b in bodies[:200]:
                 httpx.post(url, json=b)
             for rate in rates:
-                res = run_load(url, bodies, rate=rate, duration_s=duration, processes=1)
+                res = run_load(url, bodies, rate=rate, duration_s=duration, processes=1 if rate <= 400 else 2)
                 print(f"[service] {res.summary()}", flush=True)
                 out["rates"].append(asdict(res))
         finally:
@@ -223,7 +223,7 @@ def service_bench(rates: list[float], duration: float) -> dict:
         proc = _spawn(HELLO_APP, port, env)
         try:
             _wait_ready(f"http://127.0.0.1:{port}/hello", proc)
-            res = run_load(f"http://127.0.0.1:{port}/hello", None, rate=max(rates), duration_s=duration)
+            res = run_load(f"http://127.0.0.1:{port}/hello", None, rate=max(rates), duration_s=duration, processes=2)
             print(f"[hello] {res.summary()}", flush=True)
             out["hello_at_top_rate"] = asdict(res)
         finally:
@@ -285,7 +285,7 @@ def to_markdown(res: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rates", default="50,100,200,400,600")
+    ap.add_argument("--rates", default="50,100,200,400,800,1200,1600")
     ap.add_argument("--duration", type=float, default=6.0)
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "var" / "bench")
     args = ap.parse_args()
