@@ -1,18 +1,55 @@
-"""Shared fixtures: a private redis-server per test session, isolated feature store settings."""
+"""Shared fixtures: a private redis-server and PostgreSQL database per test session, isolated settings."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from feature_store.config import FeatureStoreSettings
+
+PG_ADMIN_URL = os.environ.get("RECSYS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@contextmanager
+def private_postgres_database(prefix: str = "recsys_test") -> Iterator[str]:
+    """A private PostgreSQL database (SQLAlchemy URL) created for the caller and dropped (forcibly) after."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} (set RECSYS_TEST_PG_URL): {exc.orig}")
+    try:
+        yield sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def private_schema_url(database_url: str) -> str:
+    """A fresh schema in ``database_url`` and a URL whose connections use it (one test, one schema)."""
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    engine.dispose()
+    return sa.make_url(database_url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
 
 
 def free_port() -> int:

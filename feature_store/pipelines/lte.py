@@ -527,7 +527,7 @@ def _resolve_horizon(window: LTEWindow, horizon: timedelta | None) -> int:
 
 
 @contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
+def torch_threads(n: int | None) -> Iterator[None]:
     """Run torch with ``n`` intra-op threads, restoring the previous setting afterwards.
 
     The encoder's matmuls are small (batch x d x hidden, batch x d x n_items), so one thread is
@@ -617,7 +617,7 @@ def train_lte_autoencoder(
     Each example counts once regardless of window size (per-example normalisation), so heavy
     users do not dominate. Deterministic in ``seed`` (model init, subsampling to
     ``max_samples`` and batch order). ``epochs=0`` returns the initial model, whose LTE equals
-    the average of variant (a). ``num_threads`` (default 1, see :func:`_torch_threads`) is the
+    the average of variant (a). ``num_threads`` (default 1, see :func:`torch_threads`) is the
     torch thread count while training; the previous setting is restored afterwards.
     """
     if not 0.0 <= future_weight <= 1.0:
@@ -637,7 +637,7 @@ def train_lte_autoencoder(
     opt = torch.optim.Adam(model.encoder.parameters(), lr=lr)
     history: list[float] = []
     model.train()
-    with _torch_threads(num_threads), _epoch_progress(epochs, show_progress) as report:
+    with torch_threads(num_threads), _epoch_progress(epochs, show_progress) as report:
         for epoch in range(epochs):
             perm = torch.randperm(n, generator=gen).numpy()
             total = 0.0
@@ -686,7 +686,7 @@ def evaluate_lte_autoencoder(
     )
     n = len(samples.n_items)
     total = 0.0
-    with torch.no_grad(), _torch_threads(num_threads):
+    with torch.no_grad(), torch_threads(num_threads):
         for start in range(0, n, batch_size):
             rows = np.arange(start, min(n, start + batch_size))
             total += float(_batch_loss(model, samples, rows)) * len(rows)
@@ -722,7 +722,7 @@ def compute_lte_autoencoder(
     vectors64 = basis.vectors.astype(np.float64)
     users_parts, t_parts, lte_parts, n_parts = [], [], [], []
     model.eval()
-    with torch.no_grad(), _torch_threads(num_threads):
+    with torch.no_grad(), torch_threads(num_threads):
         for t_us in track(times, len(times), "LTE autoencoder snapshots", show_progress):
             snap = _window_snapshot(ev, window, int(t_us))
             if not len(snap.users):

@@ -88,6 +88,7 @@ import torch
 from torch import nn
 
 from feature_store.config import REPO_ROOT, FeatureStoreSettings
+from feature_store.pipelines.lte import torch_threads
 from models.eval.metrics import hit_rate, ndcg, rank_of_targets
 from models.eval.split import SequenceSplit, leave_one_out
 from models.sequential.data import (
@@ -102,7 +103,7 @@ from models.sequential.data import (
 )
 from models.sequential.experiment import settings_for
 from models.sequential.model import SASRec, SASRecConfig
-from models.sequential.train import TrainConfig, fit, score_examples, torch_threads
+from models.sequential.train import TrainConfig, fit, score_examples
 
 if TYPE_CHECKING:
     from feature_store.versions import FeatureVersion

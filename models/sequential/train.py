@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from feature_store.pipelines.lte import torch_threads
 from models.sequential.data import Examples
 from models.sequential.model import SASRec
 
@@ -73,20 +74,6 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` torch intra-op threads and restore the previous count."""
-    if n is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _trim(item_seq: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,36 +11,19 @@ import httpx
 import pytest
 
 from feature_store.config import REPO_ROOT
-from services.commands import service_command
 from tests.conftest import free_port
 from tests.e2e.conftest import RECSYS
+from tests.e2e.helpers import start_service, stop_service
 
 
 @pytest.fixture(scope="module")
 def service(demo_env: dict[str, str]) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *service_command("features", "127.0.0.1", port)],
-        env=demo_env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc = start_service("features", port, demo_env)
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        else:
-            pytest.fail("feature service did not become ready")
-        yield base
+        yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_service(proc)
 
 
 def test_versions_listed_and_online(service: str) -> None:

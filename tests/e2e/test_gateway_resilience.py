@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from feature_store.config import REPO_ROOT
-from tests.conftest import free_port
+from tests.conftest import free_port, private_postgres_database
 from tests.e2e.conftest import RECSYS
 from tests.e2e.helpers import (
     AUTH,
@@ -27,7 +27,6 @@ from tests.e2e.helpers import (
     RedisServer,
     copy_demo_data,
     drive_load,
-    private_postgres_database,
     register_copy,
     start_service,
     stop_service,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,39 +13,19 @@ import pandas as pd
 import pytest
 
 from feature_store.config import REPO_ROOT
-from services.commands import service_command
 from tests.conftest import free_port
 from tests.e2e.conftest import RECSYS
+from tests.e2e.helpers import start_service, stop_service
 
 
 @pytest.fixture(scope="module")
 def seq_service(demo_env: dict[str, str]) -> Iterator[str]:
     port = free_port()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *service_command("sequential", "127.0.0.1", port)],
-        env=demo_env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc = start_service("sequential", port, demo_env)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        else:
-            proc.kill()
-            pytest.fail("sequential service did not become ready: " + proc.stderr.read().decode()[-2000:])
-        print(f"sequential service ready in {time.perf_counter() - t0:.2f}s")
-        yield base
+        yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_service(proc)
 
 
 def _active_user(demo_env: dict[str, str]) -> tuple[str, set[str]]:

@@ -6,9 +6,7 @@ the end), one schema per test so no test sees another's rows.
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,39 +28,23 @@ from services.gateway.experiments import (
     VersionConflict,
     assign_sticky,
 )
+from tests.conftest import private_postgres_database, private_schema_url
 
-PG_ADMIN_URL = os.environ.get("RECSYS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 STICKY_USERS = [f"user-{i}" for i in range(120)]
 
 
 @pytest.fixture(scope="session")
 def gateway_pg_database() -> Iterator[str]:
     """A private PostgreSQL database for this session; dropped (forcibly) at the end."""
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"recsys_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} (set RECSYS_TEST_PG_URL): {exc.orig}")
-    yield sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    with private_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'gateway.db'}"
-    base = request.getfixturevalue("gateway_pg_database")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(base)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    engine.dispose()
-    return sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
+    return private_schema_url(request.getfixturevalue("gateway_pg_database"))
 
 
 @pytest.fixture

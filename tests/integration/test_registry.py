@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,10 +26,9 @@ from models.registry import (
 )
 from models.registry.manifest import MANIFEST_FILE
 from models.registry.pins import registry_pins
-from tests.conftest import make_settings
+from tests.conftest import make_settings, private_postgres_database, private_schema_url
 from tests.unit.test_registry_artifacts import DIM, N_ITEMS, TOP_K, make_artifact, make_features
 
-PG_ADMIN_URL = os.environ.get("RECSYS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 TRAINING = {
     "dataset": "synthetic",
     "data_id": "synthetic-2024-03-01",
@@ -42,35 +40,15 @@ TRAINING = {
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """A private PostgreSQL database for this session; dropped (forcibly) at the end."""
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"recsys_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.fail(
-            f"PostgreSQL is not reachable at {PG_ADMIN_URL} (set RECSYS_TEST_PG_URL to point elsewhere); "
-            f"the registry tests need it: {exc.orig}"
-        )
-    url = sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    yield url
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    with private_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'registry.db'}"
-    base = request.getfixturevalue("pg_database")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(base)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    engine.dispose()
-    return str(sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False))
+    return private_schema_url(request.getfixturevalue("pg_database"))
 
 
 @pytest.fixture(scope="module")
