@@ -44,12 +44,24 @@ def _signed64(v: int) -> int:
 
 
 def _packed_varints(buf: bytes, signed: bool) -> list[int]:
-    out = []
-    pos, end = 0, len(buf)
-    while pos < end:
-        v, pos = _varint(buf, pos)
-        out.append(_signed64(v) if signed else v)
-    return out
+    """All varints of a packed payload, decoded with numpy (the per-byte Python loop cost ~0.1 ms
+    per user for a 200-timestamp list on the serving path)."""
+    if not buf:
+        return []
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    if raw[-1] & 0x80:
+        raise ValueError("truncated varint in packed field")
+    last = np.flatnonzero(raw < 0x80)  # the final byte of each varint
+    first = np.empty_like(last)
+    first[0] = 0
+    first[1:] = last[:-1] + 1
+    if (last - first).max() > 9:
+        raise ValueError("varint longer than 10 bytes in packed field")
+    # Each byte's 7 payload bits shifted to its place; the places of one varint never overlap, so a
+    # sum per varint equals the bitwise or (uint64 arithmetic wraps, as the top varint bit must).
+    place = np.arange(raw.size, dtype=np.uint64) - np.repeat(first, last - first + 1).astype(np.uint64)
+    values = np.add.reduceat((raw & 0x7F).astype(np.uint64) << (np.uint64(7) * place), first)
+    return (values.view(np.int64) if signed else values).tolist()
 
 
 def _repeated_field1(msg: bytes) -> list[bytes]:
@@ -57,6 +69,13 @@ def _repeated_field1(msg: bytes) -> list[bytes]:
     out = []
     pos, end = 0, len(msg)
     while pos < end:
+        # Fast path: tag 0x0A (field 1, length-delimited) and a one-byte length, i.e. every element
+        # shorter than 128 bytes (item ids): no general varint decoding per element.
+        if msg[pos] == 0x0A and pos + 1 < end and msg[pos + 1] < 0x80:
+            n = msg[pos + 1]
+            out.append(msg[pos + 2 : pos + 2 + n])
+            pos += 2 + n
+            continue
         tag, pos = _varint(msg, pos)
         n, pos = _varint(msg, pos)
         if tag >> 3 == 1:

@@ -39,6 +39,7 @@ from services.gateway.experiments import Experiment, ExperimentCache, Experiment
 from services.kit.app import create_app
 from services.kit.breaker import CircuitBreaker
 from services.kit.errors import ApiError, error_responses
+from services.kit.routes import LeanJSONRoute
 from services.kit.settings import ServiceSettings
 from services.kit.transport import HttpTransport, ServiceUnavailable, Transport
 
@@ -339,7 +340,7 @@ def build_app(
     if transport is None:
         transport = InProcessTransport(embedded) if embedded else HttpTransport(settings.services)
     gw = Gateway(settings, store, transport, registry)
-    router = APIRouter(tags=["recommendations"])
+    router = APIRouter(tags=["recommendations"], route_class=LeanJSONRoute)
 
     @router.post("/v1/recommendations", responses=error_responses(400, 404, 422))
     async def recommendations(

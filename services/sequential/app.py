@@ -10,6 +10,7 @@ fallback flagged ``fallback: true``; so does every user while the online store i
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from services.kit.errors import ApiError, error_responses
 from services.kit.features import ServiceFeatureClient
 from services.kit.metrics import INFERENCE_LATENCY
 from services.kit.models import LoadedModel, ModelLoader
+from services.kit.routes import LeanJSONRoute
 from services.kit.settings import ServiceSettings
 
 SERVICE = "sequential"
@@ -202,16 +204,19 @@ def recommend_batch(
                 continue
             scores, idx = outcome
             k = bodies[i].k
-            results[i] = RecommendResponse(
-                user_id=bodies[i].user_id,
-                items=[
-                    ScoredItem(item_id=str(model.item_ids[x]), score=float(sc))
-                    for sc, x in zip(scores[:k], idx[:k], strict=True)
-                    if np.isfinite(sc)
-                ],
-                model=model.name,
-                model_version=model.version,
-                feature_versions=model.feature_refs,
+            # One validation call for the whole response (nested dicts), not one per ScoredItem: ~3x less CPU.
+            results[i] = RecommendResponse.model_validate(
+                {
+                    "user_id": bodies[i].user_id,
+                    "items": [
+                        {"item_id": str(model.item_ids[x]), "score": sc}
+                        for sc, x in zip(scores[:k].tolist(), idx[:k].tolist(), strict=True)
+                        if math.isfinite(sc)
+                    ],
+                    "model": model.name,
+                    "model_version": model.version,
+                    "feature_versions": model.feature_refs,
+                }
             )
     return [r if r is not None else RuntimeError("request left unanswered") for r in results]
 
@@ -258,7 +263,8 @@ def build_app(
 ) -> FastAPI:
     settings = settings or SequentialSettings()
     fs_settings = fs_settings or FeatureStoreSettings()
-    router = APIRouter(tags=["recommend"])
+    router = APIRouter(tags=["recommend"], route_class=LeanJSONRoute)
+    admin = APIRouter(tags=["admin"])
     state: dict[str, Any] = {}
     batchers: dict[tuple[str, int], MicroBatcher[tuple[RecommendRequest, float], RecommendResponse]] = {}
 
@@ -322,7 +328,7 @@ def build_app(
             return await run_in_threadpool(recommend, model, state["features"], body, now)
         return await batcher(model).submit((body, now))
 
-    @router.post(
+    @admin.post(
         "/v1/admin/load",
         dependencies=[Depends(admin_token_dependency(settings))],
         tags=["admin"],
@@ -345,7 +351,7 @@ def build_app(
             details["error"] = state["load_error"]
         return bool(loaded), details
 
-    return create_app(SERVICE, [router], ready=ready, lifespan=lifespan)
+    return create_app(SERVICE, [router, admin], ready=ready, lifespan=lifespan)
 
 
 def app_factory() -> FastAPI:

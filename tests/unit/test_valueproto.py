@@ -78,3 +78,24 @@ def test_redis_field_hash_matches_feast() -> None:
     for name in ("lte_avg__v1:lte", "recent_items__v12:item_ids"):
         view, feat = name.split(":")
         assert feast_field_hash(view, feat) == _mmh3(name)
+
+
+def test_packed_and_string_lists_at_the_edges() -> None:
+    """The vectorised varint decoder and the short-string fast path agree with protobuf on extremes:
+    negatives (10-byte varints), int64 bounds, empty lists, strings on both sides of 128 bytes."""
+    V = feast_protos
+    rng = np.random.default_rng(1)
+    ints = [0, 1, -1, 127, 128, -(2**63), 2**63 - 1, 2**35, *rng.integers(-(2**62), 2**62, 200).tolist()]
+    assert decode_value(_v(int64_list_val=V.Int64List(val=ints))) == ints
+    assert decode_value(_v(int32_list_val=V.Int32List(val=[-5, 0, 2**31 - 1]))) == [-5, 0, 2**31 - 1]
+    assert decode_value(_v(bool_list_val=V.BoolList(val=[True, False, True]))) == [True, False, True]
+    strings = ["", "i0042", "x" * 127, "y" * 128, "z" * 300, "ü" * 70]
+    assert decode_value(_v(string_list_val=V.StringList(val=strings))) == strings
+    assert decode_value(_v(int64_list_val=V.Int64List(val=[]))) in ([], None)
+
+
+def test_truncated_packed_varints_are_refused() -> None:
+    from feature_store.online.valueproto import _packed_varints
+
+    with pytest.raises(ValueError, match="truncated"):
+        _packed_varints(b"\x80\x80", signed=True)
