@@ -12,6 +12,23 @@ sequential (SASRec-style with an optional LTE prefix token):
   outputs
     scores    float32 [batch, top_k]     descending
     items     int64   [batch, top_k]     item indices; map back with the artifact's item_index.json
+
+ctr (a click-probability ranker: SSR, DCNv2, DeepFM, FM, LR over one-hot fields):
+  inputs
+    feature_ids  int64   [batch, n_categorical]  global ids (the field's offset added); fields.json maps raw values
+    numeric      float32 [batch, n_numeric]      only when the model has numeric fields (Criteo)
+  outputs
+    probability  float32 [batch]                 calibrated click probability
+  files: fields.json (vocabularies, offsets, out-of-vocabulary ids), params.json (incl. where each field comes from)
+
+basket (CASE: next-basket repurchase over a user's candidate items):
+  inputs
+    purchase_days  float32 [batch, n_candidates, 364]  1 on days with a purchase, newest day last
+    item_ids       int64   [batch, n_candidates]       item indices, 0 = padding
+    item_mask      float32 [batch, n_candidates]       1 = real candidate
+  outputs
+    scores         float32 [batch, n_candidates]       padding scores very low
+  files: item_index.json
 """
 
 from __future__ import annotations
@@ -45,6 +62,22 @@ CONTRACTS: dict[str, FamilyContract] = {
             TensorContract("exclude", "bool", 2),
         ),
         outputs=(TensorContract("scores", "float32", 2), TensorContract("items", "int64", 2)),
+        required_files=("item_index.json",),
+    ),
+    "ctr": FamilyContract(
+        family="ctr",
+        inputs=(TensorContract("feature_ids", "int64", 2), TensorContract("numeric", "float32", 2, required=False)),
+        outputs=(TensorContract("probability", "float32", 1),),
+        required_files=("fields.json", "params.json"),
+    ),
+    "basket": FamilyContract(
+        family="basket",
+        inputs=(
+            TensorContract("purchase_days", "float32", 3),
+            TensorContract("item_ids", "int64", 2),
+            TensorContract("item_mask", "float32", 2),
+        ),
+        outputs=(TensorContract("scores", "float32", 2),),
         required_files=("item_index.json",),
     ),
 }

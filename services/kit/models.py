@@ -45,14 +45,22 @@ class LoadedModel:
         return [p.ref for p in self.manifest.feature_refs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        scores, items = self.session.run(["scores", "items"], {k: v for k, v in feeds.items() if k in self.input_names})
+        """The retrieval graph's top-k: ``(scores, items)`` (the sequential family's outputs)."""
+        scores, items = self.outputs(["scores", "items"], feeds)
         return scores, items
+
+    def outputs(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Any graph's named outputs; feeds the graph does not declare are left out."""
+        return self.session.run(names, {k: v for k, v in feeds.items() if k in self.input_names})
 
 
 def load_artifact(name: str, version: int, family: str, manifest: Any, path: Path, threads: int = 1) -> LoadedModel:
     onnx_path = path / "model.onnx"
     session = inference_session(onnx_path, threads)
-    item_ids = np.asarray(json.loads((path / "item_index.json").read_text()), dtype=object)
+    # Families that rank a catalogue ship item_index.json (index -> item id); a CTR ranker scores
+    # whatever candidates it is given and ships none.
+    index_path = path / "item_index.json"
+    item_ids = np.asarray(json.loads(index_path.read_text()) if index_path.exists() else [""], dtype=object)
     params_path = path / "params.json"
     params = json.loads(params_path.read_text()) if params_path.exists() else {}
     params = {**params, **(getattr(manifest, "params", None) or {})}
