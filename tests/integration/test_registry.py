@@ -230,7 +230,9 @@ def _refused(registry: ModelRegistry, match: str, art: Path, **kw) -> Registrati
 
 
 def test_refuses_unknown_family(registry: ModelRegistry, tmp_path: Path) -> None:
-    _refused(registry, r"unknown model family 'ctr'; known families: sequential", make_artifact(tmp_path), family="ctr")
+    _refused(
+        registry, r"unknown model family 'music'; known families: basket, ctr, sequential", make_artifact(tmp_path), family="music"
+    )
 
 
 def test_refuses_graph_that_does_not_load(registry: ModelRegistry, tmp_path: Path) -> None:
