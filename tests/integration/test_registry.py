@@ -231,7 +231,10 @@ def _refused(registry: ModelRegistry, match: str, art: Path, **kw) -> Registrati
 
 def test_refuses_unknown_family(registry: ModelRegistry, tmp_path: Path) -> None:
     _refused(
-        registry, r"unknown model family 'music'; known families: basket, ctr, sequential", make_artifact(tmp_path), family="music"
+        registry,
+        r"unknown model family 'music'; known families: basket, ctr, sequential",
+        make_artifact(tmp_path),
+        family="music",
     )
 
 
