@@ -15,11 +15,20 @@ APPS: dict[str, str] = {
     "gateway": "services.gateway.app:app_factory",
     "sequential": "services.sequential.app:app_factory",
     "features": "services.features.app:app_factory",
+    "ctr": "services.ctr.app:app_factory",
+    "basket": "services.basket.app:app_factory",
     # Embedded mode (the demo): gateway and services in one process, called in-process.
     "embedded": "services.gateway.app:embedded_app_factory",
 }
 
-PORTS: dict[str, int] = {"gateway": 8000, "sequential": 8001, "features": 8002, "embedded": 8000}
+PORTS: dict[str, int] = {
+    "gateway": 8000,
+    "sequential": 8001,
+    "features": 8002,
+    "ctr": 8003,
+    "basket": 8004,
+    "embedded": 8000,
+}
 
 LAUNCHER = "services.kit.serve"
 

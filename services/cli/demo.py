@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from feature_store.config import FeatureStoreSettings
 
+if TYPE_CHECKING:
+    from feature_store.sources.schema import Dataset
+    from models.registry import ModelManifest
+
 app = typer.Typer(no_args_is_help=True)
 DEMO_MODEL = "seq-lte"
+DEMO_CTR_MODEL = "ctr-ssr"
 console = Console()
 
 
@@ -20,38 +26,79 @@ def build(
     seed: int = typer.Option(0),
     epochs: int = typer.Option(3, help="training epochs of the demo model"),
 ) -> None:
-    """Synthetic data -> semantic basis -> LTE (avg, ae), recent items, item features -> online store."""
+    """Synthetic data -> semantic basis -> feature versions -> online store -> the demo's models.
+
+    Features: LTE (avg, ae), recent items, item features, user profile. Models: the sequential
+    recommender (surface "home"), the CTR ranker (its second stage on "home-ranked").
+    """
     from feature_store import build as builds
     from feature_store import feast_ops
+    from feature_store.pipelines.profile import build_user_profile
     from feature_store.sources.prepared import load_source, prepare
 
     settings = FeatureStoreSettings()
     t0 = time.perf_counter()
     with console.status(f"generating {users} synthetic users ..."):
-        m = prepare(settings, load_source("synthetic", settings, users=users, seed=seed))
-    console.print(f"[1/4] data: {m['users']} users, {m['items']} items, {m['interactions']} interactions")
-    console.print("[2/4] semantic basis (sentence encoder, cached after the first run) ...")
+        world = load_source("synthetic", settings, users=users, seed=seed)
+        m = prepare(settings, world)
+    console.print(f"[1/6] data: {m['users']} users, {m['items']} items, {m['interactions']} interactions")
+    console.print("[2/6] semantic basis (sentence encoder, cached after the first run) ...")
     basis = builds.dataset_basis(settings, "synthetic", "auto")
     console.print(f"      basis {basis.encoder} {basis.fingerprint[:12]}")
-    console.print("[3/4] feature versions ...")
+    console.print("[3/6] feature versions ...")
     specs = [
         builds.build_lte(settings, dataset="synthetic", variant="avg", every_days=14),
         builds.build_lte(settings, dataset="synthetic", variant="ae", every_days=14),
         builds.build_recent(settings, dataset="synthetic", every_days=14),
         builds.build_items(settings, dataset="synthetic"),
+        build_user_profile(settings, dataset="synthetic"),
     ]
     for s in specs:
         console.print(f"      {s.ref}: {s.rows} rows")
-    console.print("[4/5] feast apply + materialize ...")
+    console.print("[4/6] feast apply + materialize ...")
     store = feast_ops.get_store(settings)
     feast_ops.apply(settings, store)
     for s in specs:
         status = feast_ops.materialize(settings, s.ref, store)
         console.print(f"      {s.ref}: {status.note}")
-    console.print("[5/5] sequential model: train (LTE avg prefix), export ONNX, register, alias champion ...")
+    console.print("[5/6] sequential model: train (LTE avg prefix), export ONNX, register, alias champion ...")
     manifest = train_register_demo_model(settings, lte_ref=specs[0].ref, recent_ref=specs[2].ref, epochs=epochs)
     console.print(f"      {manifest.name}@v{manifest.version} metrics {manifest.metrics}")
+    console.print("[6/6] CTR ranker: impressions over the demo's users, train SSR-S, calibrate, register ...")
+    # Impressions grow with the demo (40 per user, 20k-200k): enough to learn from, quick for small demos.
+    impressions = min(200_000, max(20_000, 40 * users))
+    ctr = train_register_ctr_model(settings, world, specs[4].ref, specs[3].ref, impressions=impressions, seed=seed)
+    console.print(f"      {ctr.name}@v{ctr.version} metrics {ctr.metrics}")
     console.print(f"[green]demo built in {time.perf_counter() - t0:.0f}s[/green] under {settings.data_dir}")
+
+
+def train_register_ctr_model(
+    settings: FeatureStoreSettings, world: Dataset, profile_ref: str, items_ref: str, impressions: int, seed: int = 0
+) -> ModelManifest:
+    """Train the demo's CTR ranker on impressions over the demo's world and make it the champion."""
+    import tempfile
+    from pathlib import Path
+
+    from models.ctr.pipeline import train_and_export
+    from models.registry import ModelRegistry
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = train_and_export(
+            settings, world, profile_ref, items_ref, Path(tmp) / "artifact", n_impressions=impressions, seed=seed
+        )
+        registry = ModelRegistry.from_settings(settings)
+        manifest = registry.register(
+            family="ctr",
+            name=DEMO_CTR_MODEL,
+            artifact_dir=Path(out["artifact_dir"]),
+            feature_refs=out["feature_refs"],
+            training=out["training"],
+            metrics=out["metrics"],
+            params=out["params"],
+            description="demo: SSR-S click ranker over synthetic impressions, calibrated (Platt)",
+        )
+    registry.set_alias(DEMO_CTR_MODEL, "champion", manifest.version, actor="demo", reason="demo build")
+    return manifest
 
 
 def train_register_demo_model(settings: FeatureStoreSettings, lte_ref: str, recent_ref: str, epochs: int):

@@ -51,14 +51,32 @@ DEGRADED = Counter("recsys_degraded_total", "Responses served by a fallback", ["
 SHADOW_CALLS = Counter("recsys_shadow_calls_total", "Shadow variant calls", ["experiment", "variant", "outcome"])
 
 
+DEFAULT_SURFACES: dict[str, Target] = {
+    "home": Target(service="sequential", model="seq-lte", ref="champion"),
+    "home-ranked": Target(
+        service="sequential",
+        model="seq-lte",
+        ref="champion",
+        rerank={"service": "ctr", "model": "ctr-ssr", "ref": "champion", "candidates": 100},
+    ),
+    "basket": Target(service="basket", model="case", ref="champion"),
+}
+
+
 class GatewaySettings(ServiceSettings):
     service_name: str = SERVICE
     # service name -> base URL (microservice mode), e.g. RECSYS_SERVICES='{"sequential": "http://127.0.0.1:8001"}'
-    services: dict[str, str] = Field(default_factory=lambda: {"sequential": "http://127.0.0.1:8001"})
-    # surface -> default route, used when no experiment runs on the surface (and for the fallback ranking)
-    surfaces: dict[str, Target] = Field(
-        default_factory=lambda: {"home": Target(service="sequential", model="seq-lte", ref="champion")}
+    services: dict[str, str] = Field(
+        default_factory=lambda: {
+            "sequential": "http://127.0.0.1:8001",
+            "ctr": "http://127.0.0.1:8003",
+            "basket": "http://127.0.0.1:8004",
+        }
     )
+    # surface -> default route, used when no experiment runs on the surface (and for the fallback ranking).
+    # The demo's: "home" (sequential), "home-ranked" (sequential candidates re-ranked by the CTR model),
+    # "basket" (next-basket repurchase).
+    surfaces: dict[str, Target] = Field(default_factory=lambda: dict(DEFAULT_SURFACES))
     request_timeout_s: float = 0.5
     shadow_timeout_s: float = 0.2
     max_shadow_in_flight: int = 64
@@ -84,6 +102,9 @@ class RecommendationsResponse(BaseModel):
     model: str | None
     model_version: int | None
     feature_versions: list[str]
+    stages: list[dict[str, Any]] | None = Field(
+        default=None, description="a two-stage target's stages in order (candidates, then ranker); null otherwise"
+    )
     degraded: bool = False
     degraded_reason: str | None = None
 
@@ -190,34 +211,81 @@ class Gateway:
             b = self.breakers[service] = CircuitBreaker(self.settings.breaker_failures, self.settings.breaker_reset_s)
         return b
 
-    async def call(self, target: Target, user_id: str, k: int, timeout: float) -> dict[str, Any]:
-        """One call to a model service; raises ServiceUnavailable for anything worth falling back on."""
-        breaker = self.breaker(target.service)
+    async def post(self, service: str, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """One call to a service behind its breaker; raises ServiceUnavailable for anything worth falling back on."""
+        breaker = self.breaker(service)
         if not breaker.allow():
-            raise ServiceUnavailable(f"{target.service}: circuit open")
-        body = {"user_id": user_id, "k": k, "model_version": target.ref}
+            raise ServiceUnavailable(f"{service}: circuit open")
         try:
-            status, payload = await self.transport.post(target.service, "/v1/recommend", body, timeout)
+            status, payload = await self.transport.post(service, path, body, timeout)
         except ServiceUnavailable:
             breaker.record_failure()
             raise
         if status >= 500:
             breaker.record_failure()
-            raise ServiceUnavailable(f"{target.service} answered {status}")
+            raise ServiceUnavailable(f"{service} answered {status}")
         breaker.record_success()
         if status >= 400:
             # The service understood and refused: a client error worth passing on, not falling back on.
             err = payload.get("error", {}) if isinstance(payload, dict) else {}
-            raise ApiError(status, err.get("code", "upstream_error"), err.get("message", f"{target.service}: {status}"))
+            raise ApiError(status, err.get("code", "upstream_error"), err.get("message", f"{service}: {status}"))
         return payload
 
-    async def shadow(self, exp: Experiment, variant_key: str, target: Target, user_id: str, k: int) -> None:
+    async def call(
+        self, target: Target, user_id: str, k: int, timeout: float, context: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A target's answer: its model's recommendations, re-ranked by its second stage if it has one."""
+        rerank = target.rerank
+        if rerank is None:
+            return await self.post(
+                target.service, "/v1/recommend", {"user_id": user_id, "k": k, "model_version": target.ref}, timeout
+            )
+        deadline = time.monotonic() + timeout
+        first = await self.post(
+            target.service,
+            "/v1/recommend",
+            {"user_id": user_id, "k": max(k, rerank.candidates), "model_version": target.ref},
+            timeout,
+        )
+        stages = [{"service": target.service, "model": first.get("model"), "model_version": first.get("model_version")}]
+        candidates = [it["item_id"] for it in first.get("items", [])]
+        if not candidates:  # nothing to re-rank (e.g. the first stage's own fallback was empty)
+            return {**first, "items": [], "stages": stages}
+        body = {"user_id": user_id, "candidates": candidates, "context": context or {}, "model_version": rerank.ref}
+        try:
+            ranked = await self.post(rerank.service, "/v1/score", body, max(deadline - time.monotonic(), 0.001))
+        except ServiceUnavailable as exc:
+            # The ranker is down or slow: the first stage's own order, flagged, beats no answer.
+            return {**first, "items": first["items"][:k], "stages": stages, "fallback": True,
+                    "fallback_reason": f"re-ranking skipped: {exc}"}  # fmt: skip
+        stages.append(
+            {"service": rerank.service, "model": ranked.get("model"), "model_version": ranked.get("model_version")}
+        )
+        items = [{"item_id": it["item_id"], "score": it["probability"]} for it in ranked.get("items", [])[:k]]
+        fallback_reason = first.get("fallback_reason") if first.get("fallback") else None
+        if ranked.get("degraded"):
+            fallback_reason = ranked.get("degraded_reason") or "ranker degraded"
+        return {
+            "items": items,
+            "model": ranked.get("model"),
+            "model_version": ranked.get("model_version"),
+            "feature_versions": list(
+                dict.fromkeys(first.get("feature_versions", []) + ranked.get("feature_versions", []))
+            ),
+            "stages": stages,
+            "fallback": fallback_reason is not None,
+            "fallback_reason": fallback_reason,
+        }
+
+    async def shadow(
+        self, exp: Experiment, variant_key: str, target: Target, user_id: str, k: int, context: dict[str, Any]
+    ) -> None:
         if self._shadow_slots.locked():
             SHADOW_CALLS.labels(exp.key, variant_key, "dropped").inc()
             return
         async with self._shadow_slots:
             try:
-                await self.call(target, user_id, k, self.settings.shadow_timeout_s)
+                await self.call(target, user_id, k, self.settings.shadow_timeout_s, context)
                 SHADOW_CALLS.labels(exp.key, variant_key, "ok").inc()
             except (ServiceUnavailable, ApiError):
                 SHADOW_CALLS.labels(exp.key, variant_key, "failed").inc()
@@ -262,10 +330,12 @@ class Gateway:
         default, chosen_exp, variant_key, target = route.default, route.experiment, route.variant, route.target
         if chosen_exp is not None:
             for sv in chosen_exp.shadows:
-                asyncio.get_running_loop().create_task(self.shadow(chosen_exp, sv.key, sv.target, body.user_id, body.k))
+                asyncio.get_running_loop().create_task(
+                    self.shadow(chosen_exp, sv.key, sv.target, body.user_id, body.k, body.context)
+                )
         degraded_reason = None
         try:
-            payload = await self.call(target, body.user_id, body.k, self.settings.request_timeout_s)
+            payload = await self.call(target, body.user_id, body.k, self.settings.request_timeout_s, body.context)
         except ServiceUnavailable as exc:
             degraded_reason = str(exc)
             payload = await self._fallback(chosen_exp, variant_key, body, default)
@@ -280,6 +350,7 @@ class Gateway:
             model=payload.get("model"),
             model_version=payload.get("model_version"),
             feature_versions=payload.get("feature_versions", []),
+            stages=payload.get("stages"),
             degraded=degraded_reason is not None,
             degraded_reason=degraded_reason,
         )
@@ -294,7 +365,9 @@ class Gateway:
             control = exp.variant(exp.control)
             if control is not None:
                 try:
-                    return await self.call(control.target, body.user_id, body.k, self.settings.request_timeout_s)
+                    return await self.call(
+                        control.target, body.user_id, body.k, self.settings.request_timeout_s, body.context
+                    )
                 except ServiceUnavailable:
                     pass
         DEGRADED.labels(body.surface, "popularity").inc()
@@ -424,7 +497,9 @@ def rollout_context(settings: GatewaySettings, transport: Transport, registry: A
 
     fs = FeatureStoreSettings()
     client = make_client(fs)
+    # Which service serves each model: the surfaces' routes, their re-ranking stages included.
     model_services = {t.model: t.service for t in settings.surfaces.values()}
+    model_services |= {t.rerank.model: t.rerank.service for t in settings.surfaces.values() if t.rerank}
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     return RolloutContext(registry, client.catalog, client, transport, token, model_services)
 
@@ -495,7 +570,8 @@ def app_factory() -> FastAPI:
 
 
 def embedded_app_factory() -> FastAPI:
-    """Gateway and the sequential service in one process, called in-process (the demo)."""
+    """Gateway and the recommender services in one process, called in-process (the demo)."""
+    from services.ctr.app import build_app as build_ctr
     from services.sequential.app import build_app as build_sequential
 
-    return build_app(embedded={"sequential": build_sequential()})
+    return build_app(embedded={"sequential": build_sequential(), "ctr": build_ctr()})

@@ -68,14 +68,36 @@ AttrName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")]
 # --- model ---------------------------------------------------------------------------------------------
 
 
-class Target(BaseModel):
-    """Where a variant's requests go: a model service, a registered model, an alias or a pinned version."""
+ModelName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+ModelRef = Annotated[str, Field(min_length=1, max_length=64, description="alias (champion) or version (v3, 3)")]
+
+
+# Families whose services score given candidates (POST /v1/score) rather than recommend.
+RANKER_FAMILIES = frozenset({"ctr"})
+
+
+class Rerank(BaseModel):
+    """Second stage of a two-stage target: a ranker (``POST /v1/score``) re-orders the first stage's
+    top ``candidates`` items. Pinned like any target: its own model and alias or version."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     service: Slug
-    model: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
-    ref: Annotated[str, Field(min_length=1, max_length=64, description="alias (champion) or version (v3, 3)")]
+    model: ModelName
+    ref: ModelRef
+    candidates: Annotated[int, Field(ge=1, le=1000, description="first-stage items handed to the ranker")] = 100
+
+
+class Target(BaseModel):
+    """Where a variant's requests go: a model service, a registered model, an alias or a pinned version;
+    optionally followed by a re-ranking stage (candidates from this model, order from the ranker)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service: Slug
+    model: ModelName
+    ref: ModelRef
+    rerank: Rerank | None = None
 
 
 class Variant(BaseModel):
@@ -297,13 +319,23 @@ def registry_target_validator(registry: Any, services: Collection[str] | None = 
     service (when ``services`` is given) must be one the gateway can route to."""
     from models.registry import ModelNotFound
 
-    def validate(target: Target) -> None:
+    def validate(target: Target | Rerank) -> None:
         if services is not None and target.service not in services:
             raise ValueError(f"unknown service {target.service!r}; known services: {', '.join(sorted(services))}")
         try:
-            registry.resolve(target.model, target.ref)
+            family = registry.resolve(target.model, target.ref).manifest.family
         except ModelNotFound as exc:
             raise ValueError(str(exc)) from None
+        # A ranker scores candidates it is given: it can only be a second stage, and only a ranker can be.
+        is_stage_two = isinstance(target, Rerank)
+        if (family in RANKER_FAMILIES) != is_stage_two:
+            role = "a re-ranking stage needs a ranker" if is_stage_two else "a first stage must produce candidates"
+            raise ValueError(
+                f"{target.model}@{target.ref} is a {family!r} model; {role} (ranker families: "
+                f"{', '.join(sorted(RANKER_FAMILIES))})"
+            )
+        if isinstance(target, Target) and target.rerank is not None:
+            validate(target.rerank)
 
     return validate
 

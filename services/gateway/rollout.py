@@ -71,13 +71,13 @@ class RolloutContext:
     max_feature_age: timedelta = timedelta(days=30)
 
 
-def _sample_users(ctx: RolloutContext, refs: list[str]) -> list[str]:
-    """Users the pinned user-level features have rows for: the newest snapshot's entities."""
+def _sample_entities(ctx: RolloutContext, refs: list[str], entity: str = "user") -> list[str]:
+    """Entities the pinned features of that kind have rows for: the newest snapshot's entities."""
     import pyarrow.parquet as pq
 
     for ref in refs:
         spec = ctx.catalog.resolve(ref)
-        if spec.entity != "user":
+        if spec.entity != entity:
             continue
         table = pq.read_table(ctx.catalog.root.parent / spec.source_path, columns=[spec.join_key, "event_timestamp"])
         ts = table.column("event_timestamp").to_pylist()
@@ -86,6 +86,21 @@ def _sample_users(ctx: RolloutContext, refs: list[str]) -> list[str]:
         step = max(1, len(ids) // ctx.sample_users)
         return ids[::step][: ctx.sample_users]
     return []
+
+
+def _sample_users(ctx: RolloutContext, refs: list[str]) -> list[str]:
+    return _sample_entities(ctx, refs, "user")
+
+
+def smoke_request(ctx: RolloutContext, family: str, refs: list[str], user: str, version: int) -> tuple[str, dict]:
+    """The smoke prediction for a family: the route its service answers and a request for one user.
+
+    Rankers of given candidates (ctr) are asked to score items the pinned item features know;
+    recommenders (sequential, basket) to recommend."""
+    if family == "ctr":
+        items = _sample_entities(ctx, refs, "item")[:5] or ["preflight-item"]
+        return "/v1/score", {"user_id": user, "candidates": items, "model_version": str(version)}
+    return "/v1/recommend", {"user_id": user, "k": 5, "model_version": str(version)}
 
 
 def features_online(ctx: RolloutContext, refs: list[str], users: list[str]) -> list[Check]:
@@ -145,10 +160,9 @@ async def preflight(ctx: RolloutContext, model: str, version: int) -> PreflightR
     if not report.ok:
         return report
     smoke_user = users[0] if users else "preflight-user"
+    path, request = smoke_request(ctx, mv.manifest.family, refs, smoke_user, version)
     try:
-        status, body = await ctx.transport.post(
-            service, "/v1/recommend", {"user_id": smoke_user, "k": 5, "model_version": str(version)}, timeout=5.0
-        )
+        status, body = await ctx.transport.post(service, path, request, timeout=5.0)
     except ServiceUnavailable as exc:
         report.checks.append(Check("smoke", False, str(exc)))
         return report

@@ -191,7 +191,8 @@ def test_split_over_10k_users_matches_the_weights(topology: dict) -> None:
     url, key = topology["url"], "split-10k"
     weights = dict(zip(ARMS, (0.5, 0.3, 0.2), strict=True))
     targets = {
-        arm: {"service": "sequential", "model": "seq-lte", "ref": ref} for arm, ref in zip(ARMS, ARM_REFS, strict=True)
+        arm: {"service": "sequential", "model": "seq-lte", "ref": ref, "rerank": None}
+        for arm, ref in zip(ARMS, ARM_REFS, strict=True)
     }
     r = httpx.post(f"{url}/v1/experiments", json=_experiment(key, tuple(weights.values())), headers=AUTH)
     assert r.status_code == 201, r.text

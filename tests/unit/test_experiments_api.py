@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from models.registry import ModelNotFound
 from services.gateway.experiments import (
@@ -34,7 +36,9 @@ BASE = "/v1/experiments"
 MODELS: dict[str, tuple[list[int], dict[str, int]]] = {
     "seq-lte": ([1, 2], {"champion": 2, "challenger": 1}),
     "tifu": ([1], {"champion": 1}),
+    "ctr-ssr": ([1], {"champion": 1}),
 }
+FAMILIES = {"seq-lte": "sequential", "tifu": "basket", "ctr-ssr": "ctr"}
 
 
 class FakeRegistry:
@@ -54,7 +58,7 @@ class FakeRegistry:
                 f"unknown alias or version {ref!r} of model {name!r}; "
                 f"versions: {', '.join(f'v{v}' for v in versions)}; aliases: {shown}"
             )
-        return object()
+        return SimpleNamespace(manifest=SimpleNamespace(family=FAMILIES[name], version=version))
 
 
 @pytest.fixture
@@ -200,7 +204,7 @@ def test_unknown_models_and_versions_are_named(client: TestClient) -> None:
     b["variants"][1]["target"]["ref"] = "v9"
     r = client.post(BASE, json=b, headers=AUTH)
     msg = error(r, 422, "unknown_model_target")
-    assert "variant 'control' (nope@champion): unknown model 'nope'; registered models: seq-lte, tifu" in msg
+    assert "variant 'control' (nope@champion): unknown model 'nope'; registered models: ctr-ssr, seq-lte, tifu" in msg
     assert (
         "variant 'treatment' (seq-lte@v9): unknown alias or version 'v9' of model 'seq-lte'; versions: v1, v2; "
         "aliases: challenger->v1, champion->v2" in msg
@@ -308,7 +312,7 @@ def test_check_targets_and_model_defaults() -> None:
     check_targets(spec, registry_target_validator(FakeRegistry()))  # all exist: no error
     check_targets(spec, None)  # no validator configured: nothing checked
     validate = registry_target_validator(FakeRegistry())
-    with pytest.raises(ValueError, match="registered models: seq-lte, tifu"):
+    with pytest.raises(ValueError, match="registered models: ctr-ssr, seq-lte, tifu"):
         validate(Target(service="sequential", model="x", ref="champion"))
     exp = Experiment.model_validate({**body(seed="custom"), "status": "running"})
     assert exp.seed == "custom" and exp.control == "control" and exp.serving == list(exp.variants)
@@ -324,3 +328,24 @@ def test_default_validator_against_a_real_empty_registry(tmp_path: Path) -> None
         validate = registry_target_validator(reg)
         with pytest.raises(ValueError, match="unknown model 'seq-lte'; registered models: none"):
             validate(Target(service="sequential", model="seq-lte", ref="champion"))
+
+
+def test_two_stage_targets_pair_a_candidate_source_with_a_ranker() -> None:
+    validate = registry_target_validator(FakeRegistry(), services={"sequential", "ctr"})
+    ranker = {"service": "ctr", "model": "ctr-ssr", "ref": "champion", "candidates": 50}
+    validate(Target(service="sequential", model="seq-lte", ref="champion", rerank=ranker))  # a proper pipeline
+    with pytest.raises(ValueError, match="a first stage must produce candidates"):
+        validate(Target(service="ctr", model="ctr-ssr", ref="champion"))
+    with pytest.raises(ValueError, match="a re-ranking stage needs a ranker"):
+        validate(
+            Target(
+                service="sequential",
+                model="seq-lte",
+                ref="champion",
+                rerank={"service": "sequential", "model": "seq-lte", "ref": "v1"},
+            )
+        )
+    with pytest.raises(ValueError, match="unknown alias or version 'v9' of model 'ctr-ssr'"):
+        validate(Target(service="sequential", model="seq-lte", ref="champion", rerank={**ranker, "ref": "v9"}))
+    with pytest.raises(ValidationError, match="candidates"):
+        Target(service="sequential", model="seq-lte", ref="champion", rerank={**ranker, "candidates": 5000})

@@ -1,0 +1,1 @@
+"""CTR ranking service (SSR and dense baselines) over ONNX."""
