@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_USERS ?= 10000
 
-.PHONY: install demo demo-build serve test lint bench bench-features bench-sequential bench-gateway system-deps bench-deps clean
+.PHONY: install demo demo-build serve test lint bench bench-features bench-sequential bench-gateway bench-ctr system-deps bench-deps clean
 
 $(STAMP): pyproject.toml
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -56,7 +56,10 @@ bench-sequential: $(STAMP)
 bench-gateway: $(STAMP) bench-deps
 	$(BIN)/python -m loadtests.bench_gateway
 
-bench: bench-features bench-sequential bench-gateway
+bench-ctr: $(STAMP)
+	$(BIN)/python -m loadtests.bench_ctr
+
+bench: bench-features bench-sequential bench-gateway bench-ctr
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -33,6 +33,7 @@ from models.ctr.features import transform
 log = logging.getLogger(__name__)
 
 CONTEXT_FIELDS = ("hour_bucket", "weekday", "device", "surface")
+CHECKPOINT_FILE = "model.pt"  # torch weights + config + calibration, beside the served model.onnx
 
 
 def field_sources(profile_ref: str, items_ref: str) -> dict[str, str]:
@@ -101,7 +102,7 @@ def train_and_export(
     from models.ctr.data import splits_from_frames
     from models.ctr.export import export_ctr
     from models.ctr.metrics import log_loss, roc_auc
-    from models.ctr.model import CTRConfig, CTRModel, count_parameters
+    from models.ctr.model import CTRConfig, CTRModel, count_parameters, save_checkpoint
     from models.ctr.train import TrainConfig, fit, predict_logits
 
     t0 = time.perf_counter()
@@ -145,6 +146,9 @@ def train_and_export(
         valid_auc=float(result.best_valid_auc),
         extra_params={"field_sources": sources, "context_fields": list(CONTEXT_FIELDS)},
     )
+    # The torch weights too: the served graph is the ONNX file; the checkpoint lets a benchmark compare
+    # it with torch eager on the same model (loadtests/bench_ctr.py) and a later job fine-tune it.
+    save_checkpoint(model, Path(out_dir) / CHECKPOINT_FILE, {"calibration": calibration.to_dict()})
     log.info("ctr model trained in %.0fs: %s", time.perf_counter() - t0, metrics)
     return {
         "artifact_dir": str(out_dir),

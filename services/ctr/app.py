@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from feature_store.config import FeatureStoreSettings
 from feature_store.online import FeatureNotOnline
-from models.ctr.data import FieldSpec, encode_rows
+from models.ctr.data import CategoricalField, FieldSpec, encode_rows, raw_key
 from models.ctr.features import FieldSource, context_fields, parse_sources, transform
 from services.kit.app import create_app
 from services.kit.auth import admin_token_dependency
@@ -113,71 +113,91 @@ class CTRModel:
         self.context_fields = context_fields(self.sources)
 
 
+def _ids(field: CategoricalField, values: list[object]) -> tuple[np.ndarray, int]:
+    """A column of raw values -> global ids, and how many took the field's default (absent or unseen)."""
+    vocab, default = field.values, field.default_id
+    # Strings (ids, categories) are their own vocabulary key; anything else goes through raw_key.
+    out = np.fromiter(
+        (vocab.get(v if type(v) is str else raw_key(v), default) for v in values), dtype=np.int64, count=len(values)
+    )
+    return out, int((out == default).sum())
+
+
 def score(ctr: CTRModel, features: ServiceFeatureClient, body: ScoreRequest) -> ScoreResponse:
-    """The request path: pinned features -> rows -> one ONNX call -> ranked candidates."""
+    """The request path: pinned features -> one id column per field -> one ONNX call -> ranked candidates.
+
+    Fields that are the same for every candidate (the user's, the context's) are looked up once and
+    broadcast; per-candidate fields (item id, item features) are looked up column-wise.
+    """
     model = ctr.model
     n = len(body.candidates)
     ignored = sorted(k for k in body.context if k not in ctr.context_fields)
     for key in ignored:
         IGNORED_CONTEXT.labels(key).inc()
-    columns: dict[str, list[object]] = {}
+    # field -> one value for all candidates (a 1-tuple) or a list with one value per candidate
+    columns: dict[str, tuple[object] | list[object]] = {}
     degraded_reason = None
     by_ref: dict[str, list[FieldSource]] = {}
     for src in ctr.sources:
-        if src.kind == "request":
-            value = body.user_id if src.name == "user_id" else None
-            columns[src.field] = (
-                [transform(src.transform, c) for c in body.candidates]
-                if src.name == "item_id"
-                else [transform(src.transform, value)] * n
-            )
+        if src.kind == "request" and src.name == "item_id":
+            columns[src.field] = [transform(src.transform, c) for c in body.candidates]
+        elif src.kind == "request":
+            columns[src.field] = (transform(src.transform, body.user_id),)
         elif src.kind == "context":
-            columns[src.field] = [transform(src.transform, body.context.get(src.name))] * n
+            columns[src.field] = (transform(src.transform, body.context.get(src.name)),)
         else:
             by_ref.setdefault(src.ref, []).append(src)  # type: ignore[arg-type]
     for ref, srcs in by_ref.items():
+        per_user = features.client.version(ref).entity == "user"
+        ids = [body.user_id] if per_user else body.candidates
         try:
-            entity = features.client.version(ref).entity
-            ids = [body.user_id] if entity == "user" else body.candidates
             rows = features.read(ref, ids, [s.name for s in srcs])
         except (FeatureNotOnline, OSError, ConnectionError) as exc:
-            degraded_reason = f"feature store unavailable: {type(exc).__name__}"
-            rows = None
+            degraded_reason, rows = f"feature store unavailable: {type(exc).__name__}", None
         except Exception as exc:  # redis.exceptions.* do not all derive from OSError
             if not type(exc).__module__.startswith("redis"):
                 raise
-            degraded_reason = f"feature store unavailable: {type(exc).__name__}"
-            rows = None
+            degraded_reason, rows = f"feature store unavailable: {type(exc).__name__}", None
         for s in srcs:
             if rows is None:
-                columns[s.field] = [None] * n
-                continue
-            values = rows.values[s.name]
-            present = rows.present
-            vals = [transform(s.transform, values[i]) if present[i] else None for i in range(len(ids))]  # type: ignore[index]
-            columns[s.field] = vals * n if entity == "user" else vals
-    records = [{f: col[i] for f, col in columns.items()} for i in range(n)]
-    ids_matrix, numeric, defaulted = encode_rows(ctr.spec, records)
+                vals: list[object] = [None] * len(ids)
+            else:
+                col, present = rows.values[s.name], rows.present
+                vals = [transform(s.transform, col[i]) if present[i] else None for i in range(len(ids))]  # type: ignore[index]
+            columns[s.field] = (vals[0],) if per_user else vals
+    spec = ctr.spec
+    feature_ids = np.empty((n, len(spec.categorical)), dtype=np.int64)
+    defaulted: dict[str, int] = {}
+    for j, f in enumerate(spec.categorical):
+        col = columns[f.name]
+        ids_col, n_default = _ids(f, list(col))
+        feature_ids[:, j] = ids_col  # a 1-element column broadcasts to every candidate
+        if n_default:
+            defaulted[f.name] = n_default * (n if len(col) == 1 else 1)
+    feeds: dict[str, np.ndarray] = {"feature_ids": feature_ids}
+    if spec.numeric:
+        rows_num = [
+            {f.name: columns[f.name][0 if len(columns[f.name]) == 1 else i] for f in spec.numeric} for i in range(n)
+        ]
+        _, numeric, unknown = encode_rows(FieldSpec(categorical=[], numeric=spec.numeric), rows_num)
+        feeds["numeric"] = numeric  # type: ignore[assignment]
+        defaulted |= {k: v for k, v in unknown.items() if v}
     for field, count in defaulted.items():
-        if count:
-            DEFAULT_VALUES.labels(field).inc(count)
-    feeds: dict[str, np.ndarray] = {"feature_ids": ids_matrix}
-    if numeric is not None:
-        feeds["numeric"] = numeric
+        DEFAULT_VALUES.labels(field).inc(count)
     start = time.perf_counter()
     (prob,) = model.outputs(["probability"], feeds)
     INFERENCE_LATENCY.labels(SERVICE, model.name, str(model.version)).observe(time.perf_counter() - start)
-    order = np.argsort(-prob, kind="stable")
+    order = np.argsort(-prob, kind="stable").tolist()
     probs = prob.tolist()
     return ScoreResponse.model_validate(
         {
             "user_id": body.user_id,
-            "items": [{"item_id": body.candidates[i], "probability": probs[i]} for i in order.tolist()],
+            "items": [{"item_id": body.candidates[i], "probability": probs[i]} for i in order],
             "model": model.name,
             "model_version": model.version,
             "feature_versions": model.feature_refs,
             "ignored_context": ignored,
-            "defaulted_fields": {f: c for f, c in defaulted.items() if c},
+            "defaulted_fields": defaulted,
             "degraded": degraded_reason is not None,
             "degraded_reason": degraded_reason,
         }

@@ -73,3 +73,18 @@ def test_user_profile_uses_only_the_past() -> None:
     assert frame.loc["u1", "top_topic"] == "coffee" and frame.loc["u2", "top_topic"] == ""
     assert frame.loc["u1", "activity"] == "low" and set(frame.index) == {"u1", "u2"}
     assert [activity_band(n) for n in (0, 9, 10, 49, 50)] == ["low", "low", "mid", "mid", "high"]
+
+
+def test_the_services_column_encoding_equals_encode_rows() -> None:
+    """services/ctr/app.py encodes column-wise for speed; it must give encode_rows' ids and counts."""
+    from models.ctr.data import build_spec, encode_rows
+    from services.ctr.app import _ids
+
+    train = pd.DataFrame({"a": ["x", "y", "y", "3", None], "b": [1, 2, 2.5, True, 7]})
+    spec = build_spec(train, ["a", "b"])
+    values = {"a": ["x", "z", None, "3", 3, "y"], "b": [1, 1.0, 2.5, True, "2", None]}
+    expected, _, unknown = encode_rows(spec, [{"a": a, "b": b} for a, b in zip(values["a"], values["b"], strict=True)])
+    for j, field in enumerate(spec.categorical):
+        ids, n_default = _ids(field, values[field.name])
+        assert ids.tolist() == expected[:, j].tolist(), field.name
+        assert n_default == unknown[field.name], field.name
