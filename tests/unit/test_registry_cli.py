@@ -88,7 +88,7 @@ def test_register_list_show_alias_history(data_dir: Path, tmp_path: Path) -> Non
     [
         (["show", "ghost"], "unknown model 'ghost'"),
         (["alias", "ghost", "champion", "1"], "unknown model 'ghost'"),
-        (["register", "--family=ctr", "--name=x", "--artifact=.", "--dataset=d"], "unknown model family 'ctr'"),
+        (["register", "--family=music", "--name=x", "--artifact=.", "--dataset=d"], "unknown model family 'music'"),
         (
             ["register", "--family=sequential", "--name=x", "--artifact=.", "--dataset=d", "--metrics-json=/nope"],
             "--metrics-json",
