@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_USERS ?= 10000
 
-.PHONY: install demo demo-build serve test lint bench bench-features bench-sequential bench-gateway bench-ctr system-deps bench-deps clean
+.PHONY: install demo demo-build serve test lint bench bench-features bench-sequential bench-gateway bench-ctr bench-basket system-deps bench-deps clean
 
 $(STAMP): pyproject.toml
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -59,7 +59,10 @@ bench-gateway: $(STAMP) bench-deps
 bench-ctr: $(STAMP)
 	$(BIN)/python -m loadtests.bench_ctr
 
-bench: bench-features bench-sequential bench-gateway bench-ctr
+bench-basket: $(STAMP)
+	$(BIN)/python -m loadtests.bench_basket
+
+bench: bench-features bench-sequential bench-gateway bench-ctr bench-basket
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

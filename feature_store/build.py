@@ -324,3 +324,70 @@ def build_items(settings: FeatureStoreSettings, *, dataset: str, as_of: str | No
         basis_fingerprint=basis.fingerprint,
         description="creator, interactions before as_of, content vector in the dataset's basis",
     )
+
+
+def build_purchase_history(
+    settings: FeatureStoreSettings,
+    *,
+    dataset: str,
+    as_of: str | None = None,
+    every_days: float = 7.0,
+    history_days: int | None = None,
+    max_pairs: int | None = None,
+    max_snapshots: int | None = None,
+    basket_pattern: str | None = "auto",
+    show_progress: bool = True,
+) -> FeatureVersion:
+    """A new version of ``purchase_history``: each user's (item, purchase day) pairs before each snapshot.
+
+    Purchases are the prepared dataset's basket lines (``basket_pattern`` "auto": the shopping trips
+    on synthetic data, every line elsewhere; None: every line) plus every purchase recorded since
+    with ``record_purchases`` (the dataset's purchase log). Days are UTC day numbers (days since
+    1970-01-01). See feature_store/pipelines/purchases.py for what a row keeps.
+    """
+    from feature_store.pipelines import purchases as ph
+    from feature_store.sources.prepared import load_prepared
+
+    history_days = ph.HISTORY_DAYS if history_days is None else history_days
+    max_pairs = ph.MAX_PAIRS if max_pairs is None else max_pairs
+    ds = load_prepared(settings, dataset)
+    pattern = ph.default_basket_pattern(dataset) if basket_pattern == "auto" else basket_pattern
+    lines = ph.purchases(ds.interactions, pattern)[["user_id", "item_id", "timestamp"]]
+    recorded = ph.read_purchase_log(settings, dataset)
+    if len(recorded):
+        lines = pd.concat([lines, recorded], ignore_index=True)
+    t_as_of = _as_of(lines, as_of)
+    lines = lines[lines["timestamp"] < t_as_of]
+    every = timedelta(days=every_days)
+    grid = snapshot_grid(utc(lines["timestamp"].min()), t_as_of, every, max_snapshots)
+    frame = ph.compute_purchase_history(lines, grid, history_days, max_pairs, show_progress=show_progress)
+    manifest = ds.meta.get("manifest", {})
+    return write_version(
+        settings,
+        view=ph.VIEW,
+        entity="user",
+        frame=frame,
+        fields=ph.PURCHASE_FIELDS,
+        window=window_of(
+            t_as_of.to_pydatetime(),
+            timedelta(0),
+            timedelta(days=history_days),
+            every,
+            grid[0].to_pydatetime() if grid else None,
+        ),
+        dataset=dataset,
+        description=(
+            "per user: distinct (item, UTC day number since 1970-01-01) purchases strictly before each snapshot, "
+            f"oldest first; the last {history_days} days in full, older items by their last purchase day, "
+            f"at most {max_pairs} pairs"
+        ),
+        params={
+            "history_days": history_days,
+            "max_pairs": max_pairs,
+            "horizon_days": ph.HORIZON_DAYS,
+            "day_epoch": ph.DAY_EPOCH,
+            "basket_pattern": pattern,
+            "recorded_purchases": len(recorded),
+            "data_id": manifest.get("data_id") if isinstance(manifest, dict) else None,
+        },
+    )

@@ -1,7 +1,9 @@
 """The ``recsys`` command: a thin layer that wires commands to the packages; no logic lives here.
 
 recsys data list | prepare
-recsys features apply | build-lte | build-recent | build-items | materialize | versions | status | retire
+recsys features apply | build-lte | build-recent | build-items | build-profile | build-purchases | materialize
+                | versions | status | retire | record-purchases
+recsys batch basket --as-of ...
 recsys demo build | serve
 recsys models ... | deploy | rollback | experiments list | get | create | update | pause | resume | stop | history
 """
@@ -13,6 +15,7 @@ import os
 
 import typer
 
+from services.cli import batch as batch_cmds
 from services.cli import data as data_cmds
 from services.cli import demo as demo_cmds
 from services.cli import evaluate as evaluate_cmds
@@ -32,6 +35,10 @@ app.add_typer(train_cmds.app, name="train", help="Train a recommender family.")
 app.add_typer(evaluate_cmds.app, name="evaluate", help="Evaluate recommender families on real datasets.")
 app.add_typer(demo_cmds.app, name="demo", help="The embedded demo: build and serve.")
 app.add_typer(models_cmds.app, name="models", help="Model registry: versions, aliases, history.")
+app.add_typer(batch_cmds.app, name="batch", help="Batch scoring of every user (parquet out).")
+# Purchases arriving: merged into a purchase_history version's online values (imports Feast, so a
+# command and not an endpoint of the basket service: docs/basket-service.md).
+feature_cmds.app.command("record-purchases")(batch_cmds.record_purchases_cmd)
 app.add_typer(experiment_cmds.app, name="experiments", help="A/B experiments (the same operations as /v1/experiments).")
 
 

@@ -28,8 +28,9 @@ def build(
 ) -> None:
     """Synthetic data -> semantic basis -> feature versions -> online store -> the demo's models.
 
-    Features: LTE (avg, ae), recent items, item features, user profile. Models: the sequential
-    recommender (surface "home"), the CTR ranker (its second stage on "home-ranked").
+    Features: LTE (avg, ae), recent items, item features, user profile, purchase history. Models:
+    the sequential recommender (surface "home"), the CTR ranker (its second stage on "home-ranked"),
+    the next-basket model (surface "basket").
     """
     from feature_store import build as builds
     from feature_store import feast_ops
@@ -41,34 +42,40 @@ def build(
     with console.status(f"generating {users} synthetic users ..."):
         world = load_source("synthetic", settings, users=users, seed=seed)
         m = prepare(settings, world)
-    console.print(f"[1/6] data: {m['users']} users, {m['items']} items, {m['interactions']} interactions")
-    console.print("[2/6] semantic basis (sentence encoder, cached after the first run) ...")
+    console.print(f"[1/7] data: {m['users']} users, {m['items']} items, {m['interactions']} interactions")
+    console.print("[2/7] semantic basis (sentence encoder, cached after the first run) ...")
     basis = builds.dataset_basis(settings, "synthetic", "auto")
     console.print(f"      basis {basis.encoder} {basis.fingerprint[:12]}")
-    console.print("[3/6] feature versions ...")
+    console.print("[3/7] feature versions ...")
     specs = [
         builds.build_lte(settings, dataset="synthetic", variant="avg", every_days=14),
         builds.build_lte(settings, dataset="synthetic", variant="ae", every_days=14),
         builds.build_recent(settings, dataset="synthetic", every_days=14),
         builds.build_items(settings, dataset="synthetic"),
         build_user_profile(settings, dataset="synthetic"),
+        builds.build_purchase_history(settings, dataset="synthetic", every_days=14),
     ]
     for s in specs:
         console.print(f"      {s.ref}: {s.rows} rows")
-    console.print("[4/6] feast apply + materialize ...")
+    console.print("[4/7] feast apply + materialize ...")
     store = feast_ops.get_store(settings)
     feast_ops.apply(settings, store)
     for s in specs:
         status = feast_ops.materialize(settings, s.ref, store)
         console.print(f"      {s.ref}: {status.note}")
-    console.print("[5/6] sequential model: train (LTE avg prefix), export ONNX, register, alias champion ...")
+    console.print("[5/7] sequential model: train (LTE avg prefix), export ONNX, register, alias champion ...")
     manifest = train_register_demo_model(settings, lte_ref=specs[0].ref, recent_ref=specs[2].ref, epochs=epochs)
     console.print(f"      {manifest.name}@v{manifest.version} metrics {manifest.metrics}")
-    console.print("[6/6] CTR ranker: impressions over the demo's users, train SSR-S, calibrate, register ...")
+    console.print("[6/7] CTR ranker: impressions over the demo's users, train SSR-S, calibrate, register ...")
     # Impressions grow with the demo (40 per user, 20k-200k): enough to learn from, quick for small demos.
     impressions = min(200_000, max(20_000, 40 * users))
     ctr = train_register_ctr_model(settings, world, specs[4].ref, specs[3].ref, impressions=impressions, seed=seed)
     console.print(f"      {ctr.name}@v{ctr.version} metrics {ctr.metrics}")
+    console.print("[7/7] next-basket model (CASE) on the grocery shoppers: train, export ONNX, register ...")
+    from models.basket.pipeline import train_register
+
+    case = train_register(settings, specs[5].ref, seed=seed)
+    console.print(f"      {case.name}@v{case.version} metrics {case.metrics}")
     console.print(f"[green]demo built in {time.perf_counter() - t0:.0f}s[/green] under {settings.data_dir}")
 
 
@@ -140,7 +147,10 @@ def train_register_demo_model(settings: FeatureStoreSettings, lte_ref: str, rece
 
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000)) -> None:
-    """Serve the demo on loopback in embedded mode: gateway + sequential service in one process."""
+    """Serve the demo on loopback in embedded mode: the gateway and every service in one process."""
+    import os
+
+    import pandas as pd
     import uvicorn
 
     from feature_store.sources.prepared import load_prepared
@@ -152,18 +162,29 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000))
         console.print("[red]nothing to serve; run `recsys demo build` first[/red]")
         raise typer.Exit(code=2) from None
     user = str(users.iloc[len(users) // 2])
-    console.print(f"serving the gateway (surface 'home' -> {DEMO_MODEL}@champion, embedded) on http://{host}:{port}")
+    # A shopper for the basket surface: a user with a purchase history.
+    shoppers = sorted((settings.data_dir / "offline" / "purchase_history").glob("v*.parquet"))
+    shopper = str(pd.read_parquet(shoppers[-1], columns=["user_id"])["user_id"].iloc[0]) if shoppers else user
+    # The synthetic data ends in the past: basket answers default to the feature snapshot's date, not
+    # today (which would be past every purchase history and answer with a flagged fallback).
+    os.environ.setdefault("RECSYS_BASKET_DEFAULT_AS_OF", "snapshot")
+    console.print(
+        f"serving the gateway on http://{host}:{port} (embedded): surfaces 'home' -> {DEMO_MODEL}@champion, "
+        f"'home-ranked' -> {DEMO_MODEL} then {DEMO_CTR_MODEL}@champion, 'basket' -> case@champion"
+    )
     console.print("try:")
-    console.print(
-        f"  curl -s http://{host}:{port}/v1/recommendations -H 'content-type: application/json' "
-        f'-d \'{{"user_id": "{user}", "surface": "home", "k": 5}}\'',
-        soft_wrap=True,
-    )
-    console.print(
-        f"  curl -s http://{host}:{port}/v1/recommendations -H 'content-type: application/json' "
-        f'-d \'{{"user_id": "someone-new", "surface": "home", "k": 5}}\'   # unknown user: flagged fallback',
-        soft_wrap=True,
-    )
+    url = f"http://{host}:{port}/v1/recommendations -H 'content-type: application/json'"
+    for body, note in (
+        (f'{{"user_id": "{user}", "surface": "home", "k": 5}}', ""),
+        (
+            f'{{"user_id": "{user}", "surface": "home-ranked", "k": 5, '
+            '"context": {"device": "mobile", "hour_bucket": "evening", "weekday": "fri", "surface": "home"}}',
+            "   # candidates re-ranked by the CTR model",
+        ),
+        (f'{{"user_id": "{shopper}", "surface": "basket", "k": 5}}', "   # next basket (repurchases)"),
+        ('{"user_id": "someone-new", "surface": "home", "k": 5}', "   # unknown user: flagged fallback"),
+    ):
+        console.print(f"  curl -s {url} -d '{body}'{note}", soft_wrap=True)
     console.print(
         "  admin endpoints (/v1/experiments, /v1/models) need RECSYS_ADMIN_TOKEN set and sent as a Bearer token"
     )

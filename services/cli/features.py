@@ -82,6 +82,36 @@ def build_recent(
     console.print(f"registered [bold]{spec.ref}[/bold]: {spec.rows} rows")
 
 
+@app.command("build-purchases")
+def build_purchases(
+    dataset: str = typer.Option("synthetic"),
+    as_of: str = typer.Option(""),
+    every_days: float = typer.Option(7.0),
+) -> None:
+    """Compute a version of each user's purchase-day history (next-basket models)."""
+    from feature_store import build as pipelines_run
+
+    try:
+        spec = pipelines_run.build_purchase_history(
+            FeatureStoreSettings(), dataset=dataset, as_of=as_of or None, every_days=every_days
+        )
+    except (FeatureStoreError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    console.print(f"registered [bold]{spec.ref}[/bold]: {spec.rows} rows")
+
+
+@app.command("build-profile")
+def build_profile(dataset: str = typer.Option("synthetic"), as_of: str = typer.Option("")) -> None:
+    """Compute a version of user profiles (top topic, activity band) for rankers."""
+    from feature_store.pipelines.profile import build_user_profile
+
+    try:
+        spec = build_user_profile(FeatureStoreSettings(), dataset=dataset, as_of=as_of or None)
+    except (FeatureStoreError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    console.print(f"registered [bold]{spec.ref}[/bold]: {spec.rows} rows")
+
+
 @app.command("build-items")
 def build_items(dataset: str = typer.Option("synthetic"), as_of: str = typer.Option("")) -> None:
     """Compute a version of item features (creator, popularity, content vector)."""

@@ -571,7 +571,8 @@ def app_factory() -> FastAPI:
 
 def embedded_app_factory() -> FastAPI:
     """Gateway and the recommender services in one process, called in-process (the demo)."""
+    from services.basket.app import build_app as build_basket
     from services.ctr.app import build_app as build_ctr
     from services.sequential.app import build_app as build_sequential
 
-    return build_app(embedded={"sequential": build_sequential(), "ctr": build_ctr()})
+    return build_app(embedded={"sequential": build_sequential(), "ctr": build_ctr(), "basket": build_basket()})

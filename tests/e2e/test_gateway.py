@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
 from feature_store.config import REPO_ROOT
@@ -329,8 +330,6 @@ def test_deploy_and_rollback_under_load_with_zero_failed_requests(topology: dict
     # A version whose pinned features are not online cannot be rolled back to.
     from datetime import timedelta
 
-    import pandas as pd
-
     from feature_store.build import lte_fields, window_of, write_version
     from feature_store.config import FeatureStoreSettings
 
@@ -380,16 +379,27 @@ def test_deploy_and_rollback_under_load_with_zero_failed_requests(topology: dict
 
 
 def test_embedded_mode_serves_the_same_api_in_one_process(demo_env: dict[str, str]) -> None:
+    """The demo's three surfaces from one process: sequential, sequential re-ranked by the CTR model,
+    and next basket (its default as-of is the feature snapshot's date: the synthetic data is old)."""
     port = free_port()
-    proc = start_service("embedded", port, demo_env)
+    proc = start_service("embedded", port, {**demo_env, "RECSYS_BASKET_DEFAULT_AS_OF": "snapshot"})
+    url = f"http://127.0.0.1:{port}/v1/recommendations"
     try:
-        r = httpx.post(
-            f"http://127.0.0.1:{port}/v1/recommendations", json={"user_id": "u001", "surface": "home", "k": 5}
-        )
+        r = httpx.post(url, json={"user_id": "u001", "surface": "home", "k": 5})
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["degraded"] is False and body["model"] == "seq-lte" and len(body["items"]) == 5
         assert body["feature_versions"] == ["lte_avg@v1", "recent_items@v1"]
+
+        ranked = httpx.post(url, json={"user_id": "u001", "surface": "home-ranked", "k": 5}).json()
+        assert ranked["model"] == "ctr-ssr" and [s["model"] for s in ranked["stages"]] == ["seq-lte", "ctr-ssr"]
+        assert ranked["degraded"] is False and len(ranked["items"]) == 5
+
+        history = pd.read_parquet(Path(demo_env["RECSYS_DATA_DIR"]) / "offline" / "purchase_history" / "v1.parquet")
+        shopper = str(history["user_id"].iloc[0])
+        basket = httpx.post(url, json={"user_id": shopper, "surface": "basket", "k": 5}).json()
+        assert basket["model"] == "case" and basket["degraded"] is False, basket
+        assert basket["feature_versions"] == ["purchase_history@v1"] and len(basket["items"]) == 5
     finally:
         stop_service(proc)
 

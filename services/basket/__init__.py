@@ -1,0 +1,1 @@
+"""Next-basket recommendations (CASE) over each user's versioned purchase-day history."""
