@@ -48,7 +48,6 @@ Cost: one sort of the distinct pairs, then per snapshot a vectorised pass over t
 from __future__ import annotations
 
 import fcntl
-import gc
 import json
 import logging
 import re
@@ -63,6 +62,7 @@ import pandas as pd
 
 from feature_store.config import FeatureStoreSettings
 from feature_store.pipelines.lte import as_of_us, timestamps_us, track, us_to_utc
+from feature_store.pipelines.recent import split_lists
 from feature_store.versions import FeatureField, FeatureStoreError, VersionCatalog, parse_ref
 
 if TYPE_CHECKING:
@@ -166,21 +166,6 @@ def purchase_pairs(interactions: pd.DataFrame) -> PurchasePairs:
     )
 
 
-def _split(values: np.ndarray, lengths: np.ndarray) -> list[list[Any]]:
-    """Consecutive Python lists of the given lengths (one tolist, then C-level slicing; GC paused:
-    hundreds of thousands of fresh lists would otherwise trigger repeated full collections)."""
-    flat = values.tolist()
-    ends = np.cumsum(lengths).tolist()
-    starts = [0, *ends[:-1]]
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return [flat[a:b] for a, b in zip(starts, ends, strict=True)]
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _empty_frame() -> pd.DataFrame:
     ts = us_to_utc(np.zeros(0, dtype=np.int64))
     return pd.DataFrame(
@@ -260,8 +245,8 @@ def compute_purchase_history(
             "user_id": pd.Series(pairs.user_ids[np.concatenate(users_parts)], dtype=object),
             "event_timestamp": event_ts,
             "created_timestamp": event_ts.copy(),
-            "item_ids": pd.Series(_split(pairs.item_ids[pairs.item[idx_all]], lengths), dtype=object),
-            "days": pd.Series(_split(pairs.day[idx_all], lengths), dtype=object),
+            "item_ids": pd.Series(split_lists(pairs.item_ids[pairs.item[idx_all]], lengths), dtype=object),
+            "days": pd.Series(split_lists(pairs.day[idx_all], lengths), dtype=object),
         }
     )
     return frame[list(PURCHASE_COLUMNS)]

@@ -43,7 +43,7 @@ def _empty_recent() -> pd.DataFrame:
     )
 
 
-def _split(values: np.ndarray, lengths: np.ndarray) -> list[list]:
+def split_lists(values: np.ndarray, lengths: np.ndarray) -> list[list]:
     """Cut ``values`` into consecutive Python lists of the given lengths."""
     # One tolist() and C-level list slicing: far cheaper than a numpy split into many small arrays.
     # The cyclic GC is paused meanwhile: hundreds of thousands of fresh lists would otherwise trigger
@@ -132,8 +132,8 @@ def compute_recent_items(
             "user_id": pd.Series(user_arr[users], dtype=object),
             "event_timestamp": event_ts,
             "created_timestamp": event_ts.copy(),
-            "item_ids": pd.Series(_split(item_arr[u_item[idx]], lengths), dtype=object),
-            "timestamps": pd.Series(_split(u_ts[idx] // _US_PER_S, lengths), dtype=object),
+            "item_ids": pd.Series(split_lists(item_arr[u_item[idx]], lengths), dtype=object),
+            "timestamps": pd.Series(split_lists(u_ts[idx] // _US_PER_S, lengths), dtype=object),
         }
     )
     frame = frame.sort_values(["event_timestamp", "user_id"], kind="stable").reset_index(drop=True)

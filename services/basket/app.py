@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -49,12 +49,17 @@ from feature_store.online import FeatureNotOnline
 from feature_store.versions import parse_ref
 from services.basket.scoring import Ranked, date_of, day_number_of, history_before, rank_histories
 from services.kit.app import create_app
-from services.kit.auth import admin_token_dependency
 from services.kit.batching import MicroBatcher
 from services.kit.errors import ApiError, error_responses
 from services.kit.features import ServiceFeatureClient
 from services.kit.metrics import INFERENCE_LATENCY
-from services.kit.models import LoadedModel, ModelLoader
+from services.kit.models import (
+    MODEL_VERSION_PATTERN,
+    LoadedModel,
+    ModelLoader,
+    admin_load_router,
+    loader_readiness,
+)
 from services.kit.routes import LeanJSONRoute
 from services.kit.settings import ServiceSettings
 
@@ -89,13 +94,8 @@ class RecommendRequest(BaseModel):
     )
     k: int = Field(default=10, ge=1, le=1024, description="number of items; at most the service's basket_max_k")
     model_version: str | None = Field(
-        default=None, pattern=r"^(v?[0-9]+|[a-z][a-z0-9_-]*)$", description="a version number or an alias"
+        default=None, pattern=MODEL_VERSION_PATTERN, description="a version number or an alias"
     )
-
-
-class LoadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model_version: str = Field(pattern=r"^(v?[0-9]+|[a-z][a-z0-9_-]*)$")
 
 
 class BasketItem(BaseModel):
@@ -314,7 +314,6 @@ def build_app(
     settings = settings or BasketSettings()
     fs_settings = fs_settings or FeatureStoreSettings()
     router = APIRouter(tags=["recommend"], route_class=LeanJSONRoute)
-    admin = APIRouter(tags=["admin"])
     state: dict[str, Any] = {}
     batchers: dict[tuple[str, int], MicroBatcher[Job, RecommendResponse]] = {}
     windows: dict[str, AsOfWindow] = {}
@@ -392,36 +391,12 @@ def build_app(
             return result
         return await batcher(model).submit(job)
 
-    @admin.post(
-        "/v1/admin/load",
-        dependencies=[Depends(admin_token_dependency(settings))],
-        tags=["admin"],
-        responses=error_responses(400, 401, 403, 404, 422),
-    )
-    def load_version(body: LoadRequest) -> dict[str, Any]:
-        """Pre-flight of a deploy: load (and hash-verify) a version so it is warm before any alias moves."""
-        loader: ModelLoader = state["loader"]
-        try:
-            model = loader.get(settings.basket_model_name, body.model_version)
-        except LookupError as exc:
-            raise ApiError(404, "unknown_model_version", str(exc)) from exc
+    def describe(model: LoadedModel) -> dict[str, Any]:
         w = window_of(model)
-        return {
-            "loaded": model.label,
-            "inputs": sorted(model.input_names),
-            "feature_refs": model.feature_refs,
-            "as_of_range": [date_of(w.earliest_day).isoformat(), date_of(w.latest_day).isoformat()],
-        }
+        return {"as_of_range": [date_of(w.earliest_day).isoformat(), date_of(w.latest_day).isoformat()]}
 
-    def ready() -> tuple[bool, dict[str, Any]]:
-        loader: ModelLoader | None = state.get("loader")
-        loaded = loader.loaded() if loader else []
-        details: dict[str, Any] = {"loaded": loaded}
-        if "load_error" in state and not loaded:
-            details["error"] = state["load_error"]
-        return bool(loaded), details
-
-    return create_app(SERVICE, [router, admin], ready=ready, lifespan=lifespan)
+    admin = admin_load_router(settings, lambda ref: state["loader"].get(settings.basket_model_name, ref), describe)
+    return create_app(SERVICE, [router, admin], ready=lambda: loader_readiness(state), lifespan=lifespan)
 
 
 def app_factory() -> FastAPI:

@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -35,11 +35,16 @@ from feature_store.online import FeatureNotOnline
 from models.ctr.data import CategoricalField, FieldSpec, encode_rows, raw_key
 from models.ctr.features import FieldSource, context_fields, parse_sources, transform
 from services.kit.app import create_app
-from services.kit.auth import admin_token_dependency
 from services.kit.errors import ApiError, error_responses
 from services.kit.features import ServiceFeatureClient
 from services.kit.metrics import INFERENCE_LATENCY
-from services.kit.models import LoadedModel, ModelLoader
+from services.kit.models import (
+    MODEL_VERSION_PATTERN,
+    LoadedModel,
+    ModelLoader,
+    admin_load_router,
+    loader_readiness,
+)
 from services.kit.routes import LeanJSONRoute
 from services.kit.settings import ServiceSettings
 
@@ -50,7 +55,6 @@ IGNORED_CONTEXT = Counter("recsys_ctr_ignored_context_total", "Context keys the 
 DEFAULT_VALUES = Counter(
     "recsys_ctr_default_values_total", "Field values absent or unseen in training, scored as the default", ["field"]
 )
-VERSION_PATTERN = r"^(v?[0-9]+|[a-z][a-z0-9_-]*)$"
 
 
 class CTRSettings(ServiceSettings):
@@ -70,7 +74,9 @@ class ScoreRequest(BaseModel):
     user_id: str = Field(min_length=1, max_length=256, examples=["u00042"])
     candidates: list[str] = Field(min_length=1, description="item ids to score (at most the service's limit)")
     context: dict[str, ContextValue] = Field(default_factory=dict, max_length=64, examples=[{"device": "mobile"}])
-    model_version: str | None = Field(default=None, pattern=VERSION_PATTERN, description="version number or alias")
+    model_version: str | None = Field(
+        default=None, pattern=MODEL_VERSION_PATTERN, description="version number or alias"
+    )
 
 
 class ScoredCandidate(BaseModel):
@@ -90,11 +96,6 @@ class ScoreResponse(BaseModel):
     )
     degraded: bool = False
     degraded_reason: str | None = None
-
-
-class LoadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model_version: str = Field(pattern=VERSION_PATTERN)
 
 
 class CTRModel:
@@ -212,7 +213,6 @@ def build_app(
     settings = settings or CTRSettings()
     fs_settings = fs_settings or FeatureStoreSettings()
     router = APIRouter(tags=["score"], route_class=LeanJSONRoute)
-    admin = APIRouter(tags=["admin"])
     state: dict[str, Any] = {}
     prepared: dict[tuple[str, int], CTRModel] = {}
 
@@ -257,29 +257,8 @@ def build_app(
         ctr = ctr_model(loaded) if loaded is not None else await run_in_threadpool(load, ref)
         return await run_in_threadpool(score, ctr, state["features"], body)
 
-    @admin.post(
-        "/v1/admin/load",
-        dependencies=[Depends(admin_token_dependency(settings))],
-        responses=error_responses(400, 401, 403, 404, 422),
-    )
-    def load_version(body: LoadRequest) -> dict[str, Any]:
-        """Pre-flight of a deploy: load (and hash-verify) a version so it is warm before any alias moves."""
-        ctr = load(body.model_version)
-        return {
-            "loaded": ctr.model.label,
-            "inputs": sorted(ctr.model.input_names),
-            "feature_refs": ctr.model.feature_refs,
-        }
-
-    def ready() -> tuple[bool, dict[str, Any]]:
-        loader: ModelLoader | None = state.get("loader")
-        loaded = loader.loaded() if loader else []
-        details: dict[str, Any] = {"loaded": loaded}
-        if "load_error" in state and not loaded:
-            details["error"] = state["load_error"]
-        return bool(loaded), details
-
-    return create_app(SERVICE, [router, admin], ready=ready, lifespan=lifespan)
+    admin = admin_load_router(settings, lambda ref: load(ref).model)
+    return create_app(SERVICE, [router, admin], ready=lambda: loader_readiness(state), lifespan=lifespan)
 
 
 def app_factory() -> FastAPI:

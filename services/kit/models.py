@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.onnx_runtime import inference_session
 
@@ -140,3 +142,58 @@ class ModelLoader:
 
     def loaded(self) -> list[str]:
         return sorted(m.label for m in self._models.values())
+
+
+# --- the model-serving routes every recommender service shares -----------------------------------------
+
+# A request's ``model_version``: a version number (``3``, ``v3``) or an alias.
+MODEL_VERSION_PATTERN = r"^(v?[0-9]+|[a-z][a-z0-9_-]*)$"
+
+
+class LoadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model_version: str = Field(pattern=MODEL_VERSION_PATTERN)
+
+
+def loader_readiness(state: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    """``/readyz`` of a model service: ready once any version is loaded; says why not otherwise.
+
+    ``state`` is the service's lifespan state: ``loader`` (a ModelLoader) and, when warming the
+    default version failed, ``load_error``.
+    """
+    loader: ModelLoader | None = state.get("loader")
+    loaded = loader.loaded() if loader else []
+    details: dict[str, Any] = {"loaded": loaded}
+    if "load_error" in state and not loaded:
+        details["error"] = state["load_error"]
+    return bool(loaded), details
+
+
+def admin_load_router(
+    settings: Any, load: Callable[[str], LoadedModel], describe: Callable[[LoadedModel], dict[str, Any]] | None = None
+) -> Any:
+    """``POST /v1/admin/load {model_version}`` (admin token): the pre-flight of a deploy loads and
+    hash-verifies a version so it is warm before any alias moves. ``load`` resolves and loads (raising
+    LookupError for an unknown version); ``describe`` adds family-specific facts to the answer."""
+    from fastapi import APIRouter, Depends
+
+    from services.kit.auth import admin_token_dependency
+    from services.kit.errors import ApiError, error_responses
+
+    router = APIRouter(tags=["admin"])
+
+    @router.post(
+        "/v1/admin/load",
+        dependencies=[Depends(admin_token_dependency(settings))],
+        responses=error_responses(400, 401, 403, 404, 422),
+    )
+    def load_version(body: LoadRequest) -> dict[str, Any]:
+        """Pre-flight of a deploy: load (and hash-verify) a version so it is warm before any alias moves."""
+        try:
+            model = load(body.model_version)
+        except LookupError as exc:
+            raise ApiError(404, "unknown_model_version", str(exc)) from exc
+        out = {"loaded": model.label, "inputs": sorted(model.input_names), "feature_refs": model.feature_refs}
+        return out | (describe(model) if describe else {})
+
+    return router

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -25,12 +25,17 @@ from feature_store.config import FeatureStoreSettings
 from feature_store.online import FeatureNotOnline
 from feature_store.versions import parse_ref
 from services.kit.app import create_app
-from services.kit.auth import admin_token_dependency
 from services.kit.batching import MicroBatcher
 from services.kit.errors import ApiError, error_responses
 from services.kit.features import ServiceFeatureClient
 from services.kit.metrics import INFERENCE_LATENCY
-from services.kit.models import LoadedModel, ModelLoader
+from services.kit.models import (
+    MODEL_VERSION_PATTERN,
+    LoadedModel,
+    ModelLoader,
+    admin_load_router,
+    loader_readiness,
+)
 from services.kit.routes import LeanJSONRoute
 from services.kit.settings import ServiceSettings
 
@@ -56,13 +61,8 @@ class RecommendRequest(BaseModel):
         default=None, description="items the client saw the user interact with since the feature snapshot"
     )
     model_version: str | None = Field(
-        default=None, pattern=r"^(v?[0-9]+|[a-z][a-z0-9_-]*)$", description="a version number or an alias"
+        default=None, pattern=MODEL_VERSION_PATTERN, description="a version number or an alias"
     )
-
-
-class LoadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model_version: str = Field(pattern=r"^(v?[0-9]+|[a-z][a-z0-9_-]*)$")
 
 
 class ScoredItem(BaseModel):
@@ -264,7 +264,6 @@ def build_app(
     settings = settings or SequentialSettings()
     fs_settings = fs_settings or FeatureStoreSettings()
     router = APIRouter(tags=["recommend"], route_class=LeanJSONRoute)
-    admin = APIRouter(tags=["admin"])
     state: dict[str, Any] = {}
     batchers: dict[tuple[str, int], MicroBatcher[tuple[RecommendRequest, float], RecommendResponse]] = {}
 
@@ -328,30 +327,11 @@ def build_app(
             return await run_in_threadpool(recommend, model, state["features"], body, now)
         return await batcher(model).submit((body, now))
 
-    @admin.post(
-        "/v1/admin/load",
-        dependencies=[Depends(admin_token_dependency(settings))],
-        tags=["admin"],
-        responses=error_responses(400, 401, 403, 404, 422),
-    )
-    def load_version(body: LoadRequest) -> dict[str, Any]:
-        """Pre-flight of a deploy: load (and hash-verify) a version so it is warm before any alias moves."""
-        loader: ModelLoader = state["loader"]
-        try:
-            model = loader.get(settings.model_name, body.model_version)
-        except LookupError as exc:
-            raise ApiError(404, "unknown_model_version", str(exc)) from exc
-        return {"loaded": model.label, "inputs": sorted(model.input_names), "feature_refs": model.feature_refs}
+    def load(ref: str) -> LoadedModel:
+        return state["loader"].get(settings.model_name, ref)
 
-    def ready() -> tuple[bool, dict[str, Any]]:
-        loader: ModelLoader | None = state.get("loader")
-        loaded = loader.loaded() if loader else []
-        details: dict[str, Any] = {"loaded": loaded}
-        if "load_error" in state and not loaded:
-            details["error"] = state["load_error"]
-        return bool(loaded), details
-
-    return create_app(SERVICE, [router, admin], ready=ready, lifespan=lifespan)
+    admin = admin_load_router(settings, load)
+    return create_app(SERVICE, [router, admin], ready=lambda: loader_readiness(state), lifespan=lifespan)
 
 
 def app_factory() -> FastAPI:
