@@ -64,6 +64,9 @@ class CTRSettings(ServiceSettings):
     onnx_threads: int = 1
     # One request's candidates are one ONNX batch; this bounds its memory and latency.
     max_candidates: int = Field(default=1000, ge=1, le=100_000)
+    # Item feature rows are cached this long (0: read every request). Bounds how stale an item's
+    # features may be after its version is materialized again.
+    item_feature_ttl_s: float = Field(default=30.0, ge=0.0, le=3600.0)
 
 
 ContextValue = str | int | float | bool
@@ -124,7 +127,60 @@ def _ids(field: CategoricalField, values: list[object]) -> tuple[np.ndarray, int
     return out, int((out == default).sum())
 
 
-def score(ctr: CTRModel, features: ServiceFeatureClient, body: ScoreRequest) -> ScoreResponse:
+def _read_values(
+    features: ServiceFeatureClient, ref: str, srcs: list[FieldSource], ids: list[str]
+) -> tuple[list[tuple[object, ...]], str | None]:
+    """Each entity's transformed field values (None where the store has no row), or all None and why."""
+    try:
+        rows = features.read(ref, ids, [src.name for src in srcs])
+    except (FeatureNotOnline, OSError, ConnectionError) as exc:
+        return [(None,) * len(srcs)] * len(ids), f"feature store unavailable: {type(exc).__name__}"
+    except Exception as exc:  # redis.exceptions.* do not all derive from OSError
+        if not type(exc).__module__.startswith("redis"):
+            raise
+        return [(None,) * len(srcs)] * len(ids), f"feature store unavailable: {type(exc).__name__}"
+    cols = [rows.values[src.name] for src in srcs]
+    return [
+        tuple(transform(src.transform, col[i]) for src, col in zip(srcs, cols, strict=True))  # type: ignore[index]
+        if rows.present[i]
+        else (None,) * len(srcs)
+        for i in range(len(ids))
+    ], None
+
+
+class EntityValueCache:
+    """Transformed field values of item rows per pinned view, kept ``ttl_s`` seconds.
+
+    Every request scores candidates from the same catalogue, so the same item rows are read again
+    and again; they change only when their version is materialized again, so a short TTL bounds
+    the staleness. Only rows actually read are kept (an absent row is cached as absent, also for at
+    most ``ttl_s``); a failed read caches nothing. At ``max_entries`` the cache starts over.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 200_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._rows: dict[tuple[object, str], tuple[float, tuple[object, ...]]] = {}
+
+    def get_many(self, key: object, ids: list[str]) -> list[tuple[object, ...] | None]:
+        now = time.monotonic()
+        out: list[tuple[object, ...] | None] = []
+        for entity in ids:
+            hit = self._rows.get((key, entity))
+            out.append(hit[1] if hit is not None and hit[0] > now else None)
+        return out
+
+    def put_many(self, key: object, ids: list[str], values: list[tuple[object, ...]]) -> None:
+        if len(self._rows) + len(ids) > self.max_entries:
+            self._rows = {}
+        expires = time.monotonic() + self.ttl_s
+        for entity, row in zip(ids, values, strict=True):
+            self._rows[(key, entity)] = (expires, row)
+
+
+def score(
+    ctr: CTRModel, features: ServiceFeatureClient, body: ScoreRequest, cache: EntityValueCache | None = None
+) -> ScoreResponse:
     """The request path: pinned features -> one id column per field -> one ONNX call -> ranked candidates.
 
     Fields that are the same for every candidate (the user's, the context's) are looked up once and
@@ -151,21 +207,21 @@ def score(ctr: CTRModel, features: ServiceFeatureClient, body: ScoreRequest) -> 
     for ref, srcs in by_ref.items():
         per_user = features.client.version(ref).entity == "user"
         ids = [body.user_id] if per_user else body.candidates
-        try:
-            rows = features.read(ref, ids, [s.name for s in srcs])
-        except (FeatureNotOnline, OSError, ConnectionError) as exc:
-            degraded_reason, rows = f"feature store unavailable: {type(exc).__name__}", None
-        except Exception as exc:  # redis.exceptions.* do not all derive from OSError
-            if not type(exc).__module__.startswith("redis"):
-                raise
-            degraded_reason, rows = f"feature store unavailable: {type(exc).__name__}", None
-        for s in srcs:
-            if rows is None:
-                vals: list[object] = [None] * len(ids)
-            else:
-                col, present = rows.values[s.name], rows.present
-                vals = [transform(s.transform, col[i]) if present[i] else None for i in range(len(ids))]  # type: ignore[index]
-            columns[s.field] = (vals[0],) if per_user else vals
+        key = (ref, tuple((src.name, src.transform) for src in srcs))
+        # Item rows are shared by every user's request: served from the cache when fresh.
+        cached = cache.get_many(key, ids) if cache is not None and not per_user else [None] * len(ids)
+        missing = [i for i, hit in enumerate(cached) if hit is None]
+        if missing:
+            fetched, error = _read_values(features, ref, srcs, [ids[i] for i in missing])
+            if error is not None:
+                degraded_reason = error
+            elif cache is not None and not per_user:
+                cache.put_many(key, [ids[i] for i in missing], fetched)
+            for i, values in zip(missing, fetched, strict=True):
+                cached[i] = values
+        for k, src in enumerate(srcs):
+            vals = [row[k] for row in cached]  # type: ignore[index]
+            columns[src.field] = (vals[0],) if per_user else vals
     spec = ctr.spec
     feature_ids = np.empty((n, len(spec.categorical)), dtype=np.int64)
     defaulted: dict[str, int] = {}
@@ -215,6 +271,7 @@ def build_app(
     router = APIRouter(tags=["score"], route_class=LeanJSONRoute)
     state: dict[str, Any] = {}
     prepared: dict[tuple[str, int], CTRModel] = {}
+    item_cache = EntityValueCache(settings.item_feature_ttl_s) if settings.item_feature_ttl_s > 0 else None
 
     def ctr_model(model: LoadedModel) -> CTRModel:
         key = (model.name, model.version)
@@ -255,7 +312,7 @@ def build_app(
         ref = body.model_version or settings.default_model_ref
         loaded = state["loader"].peek(settings.model_name, ref)
         ctr = ctr_model(loaded) if loaded is not None else await run_in_threadpool(load, ref)
-        return await run_in_threadpool(score, ctr, state["features"], body)
+        return await run_in_threadpool(score, ctr, state["features"], body, item_cache)
 
     admin = admin_load_router(settings, lambda ref: load(ref).model)
     return create_app(SERVICE, [router, admin], ready=lambda: loader_readiness(state), lifespan=lifespan)

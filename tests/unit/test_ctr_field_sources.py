@@ -88,3 +88,20 @@ def test_the_services_column_encoding_equals_encode_rows() -> None:
         ids, n_default = _ids(field, values[field.name])
         assert ids.tolist() == expected[:, j].tolist(), field.name
         assert n_default == unknown[field.name], field.name
+
+
+def test_item_value_cache_serves_fresh_rows_and_forgets_stale_ones() -> None:
+    import time
+
+    from services.ctr.app import EntityValueCache
+
+    cache = EntityValueCache(ttl_s=0.2, max_entries=3)
+    key = ("item_features@v1", (("creator_id", None),))
+    assert cache.get_many(key, ["i1", "i2"]) == [None, None]
+    cache.put_many(key, ["i1", "i2"], [("c1",), (None,)])  # an absent row is cached as absent
+    assert cache.get_many(key, ["i1", "i2", "i3"]) == [("c1",), (None,), None]
+    assert cache.get_many(("item_features@v2", key[1]), ["i1"]) == [None]  # per pinned version
+    cache.put_many(key, ["i3", "i4"], [("c3",), ("c4",)])  # over max_entries: starts over
+    assert cache.get_many(key, ["i1", "i3"]) == [None, ("c3",)]
+    time.sleep(0.25)
+    assert cache.get_many(key, ["i3"]) == [None]
