@@ -285,18 +285,14 @@ def train_register(
             out = train_and_export(
                 settings, Path(tmp) / "artifact", purchase_ref, cfg=cfg, seed=seed, show_progress=show_progress
             )
-            manifest = reg.register(
+            manifest = reg.register_trained(
+                out,
                 family="basket",
                 name=name,
-                artifact_dir=Path(out["artifact_dir"]),
-                feature_refs=out["feature_refs"],
-                training=out["training"],
-                metrics=out["metrics"],
-                params=out["params"],
                 description=f"CASE next-basket repurchase on {out['feature_refs'][0]}",
+                alias=alias,
+                reason="basket pipeline",
             )
-        if alias:
-            reg.set_alias(name, alias, manifest.version, actor="pipeline", reason="basket pipeline")
     finally:
         if own:
             reg.close()

@@ -13,6 +13,7 @@ model version pins cannot be retired.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import os
@@ -383,6 +384,33 @@ class ModelRegistry:
         with self._read() as s:
             rows = s.execute(select(AliasRow.alias, AliasRow.version).where(AliasRow.name == name)).all()
             return {a: int(v) for a, v in sorted(rows)}
+
+    def register_trained(
+        self,
+        out: dict[str, Any],
+        *,
+        family: str,
+        name: str,
+        description: str,
+        alias: str | None = "champion",
+        actor: str = "pipeline",
+        reason: str = "",
+    ) -> ModelManifest:
+        """Register what a family's training pipeline returned (``artifact_dir``, ``feature_refs``,
+        ``training``, ``metrics``, ``params``), then point ``alias`` at the new version."""
+        manifest = self.register(
+            family=family,
+            name=name,
+            artifact_dir=Path(out["artifact_dir"]),
+            feature_refs=out["feature_refs"],
+            training=out["training"],
+            metrics=out["metrics"],
+            params=json.loads(json.dumps(out["params"])),  # JSON-safe: tuples become lists, as stored
+            description=description,
+        )
+        if alias:
+            self.set_alias(name, alias, manifest.version, actor=actor, reason=reason)
+        return manifest
 
     def set_alias(self, name: str, alias: str, version: int | str, actor: str = "cli", reason: str = "") -> AliasEvent:
         """Point ``alias`` at a version (a number, "v3", "latest" or another alias) and record the move."""

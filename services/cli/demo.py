@@ -93,24 +93,19 @@ def train_register_ctr_model(
         out = train_and_export(
             settings, world, profile_ref, items_ref, Path(tmp) / "artifact", n_impressions=impressions, seed=seed
         )
-        registry = ModelRegistry.from_settings(settings)
-        manifest = registry.register(
+        manifest = ModelRegistry.from_settings(settings).register_trained(
+            out,
             family="ctr",
             name=DEMO_CTR_MODEL,
-            artifact_dir=Path(out["artifact_dir"]),
-            feature_refs=out["feature_refs"],
-            training=out["training"],
-            metrics=out["metrics"],
-            params=out["params"],
             description="demo: SSR-S click ranker over synthetic impressions, calibrated (Platt)",
+            actor="demo",
+            reason="demo build",
         )
-    registry.set_alias(DEMO_CTR_MODEL, "champion", manifest.version, actor="demo", reason="demo build")
     return manifest
 
 
 def train_register_demo_model(settings: FeatureStoreSettings, lte_ref: str, recent_ref: str, epochs: int):
     """Train the demo's sequential model on the synthetic data and make it the champion."""
-    import json
     import tempfile
     from pathlib import Path
 
@@ -130,18 +125,14 @@ def train_register_demo_model(settings: FeatureStoreSettings, lte_ref: str, rece
             recent_ref=recent_ref,
         )
         write_popularity(settings, "synthetic", Path(out["artifact_dir"]))
-        registry = ModelRegistry.from_settings(settings)
-        manifest = registry.register(
+        manifest = ModelRegistry.from_settings(settings).register_trained(
+            out,
             family="sequential",
             name=DEMO_MODEL,
-            artifact_dir=Path(out["artifact_dir"]),
-            feature_refs=out["feature_refs"],
-            training=out["training"],
-            metrics=out["metrics"],
-            params=json.loads(json.dumps(out["params"])),
             description="demo: SASRec + LTE(avg) prefix, synthetic data",
+            actor="demo",
+            reason="demo build",
         )
-    registry.set_alias(DEMO_MODEL, "champion", manifest.version, actor="demo", reason="demo build")
     return manifest
 
 
