@@ -390,6 +390,7 @@ class Gateway:
         )
 
     async def aclose(self) -> None:
+        self.cache.stop()
         await self.transport.aclose()
         self.exposures.close()
 
@@ -449,6 +450,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gw.cache.start()
         async with embedded_lifespans(embedded or {}):
             yield
         await gw.aclose()

@@ -89,14 +89,19 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            st = scope.get("state") or {}
-            REQUEST_LATENCY.labels(
-                self.service, path, scope["method"], str(status), st.get("model", ""), st.get("model_version", "")
-            ).observe(time.perf_counter() - start)
-            if status >= 400:
-                ERRORS.labels(self.service, path, str(status)).inc()
+            observe_request(
+                self.service, getattr(scope.get("route"), "path", "unmatched"), scope["method"], status, scope, start
+            )
+
+
+def observe_request(service: str, route: str, method: str, status: int, scope: Scope, start: float) -> None:
+    """One request's latency and error count (the middleware's, and the kit's direct hot path's)."""
+    st = scope.get("state") or {}
+    REQUEST_LATENCY.labels(
+        service, route, method, str(status), st.get("model", ""), st.get("model_version", "")
+    ).observe(time.perf_counter() - start)
+    if status >= 400:
+        ERRORS.labels(service, route, str(status)).inc()
 
 
 def install_metrics(app: FastAPI, service: str) -> None:

@@ -96,6 +96,8 @@ class ModelLoader:
         self.verify = verify
         self._models: dict[tuple[str, int], LoadedModel] = {}
         self._aliases: dict[tuple[str, str], tuple[float, int]] = {}
+        # stale aliases one request is re-resolving -> when it started (a lost refresh expires)
+        self._refreshing: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
     def resolve_version(self, name: str, ref: str | int) -> int:
@@ -106,7 +108,10 @@ class ModelLoader:
         now = time.monotonic()
         if hit is not None and now - hit[0] < self.alias_ttl_s:
             return hit[1]
-        version = int(self.registry.resolve(name, ref).manifest.version)
+        try:
+            version = int(self.registry.resolve(name, ref).manifest.version)
+        finally:
+            self._refreshing.pop(key, None)
         self._aliases[key] = (now, version)
         return version
 
@@ -129,13 +134,22 @@ class ModelLoader:
         """The loaded model if resolving ``ref`` needs no I/O (fresh alias, version loaded), else None.
 
         Lets an async handler stay on the event loop on the hot path and send only registry
-        lookups and loads (database, hashing, ONNX session creation) to a thread.
+        lookups and loads (database, hashing, ONNX session creation) to a thread. When an alias
+        goes stale, the first caller gets None and re-resolves it (``get``, in a thread); until
+        that lookup returns, the others keep the version the alias last resolved to, so a busy
+        service does not send every request to the registry each time the TTL runs out (a burst
+        of thread hops and database reads, and a latency spike, every ``alias_ttl_s``).
         """
         if isinstance(ref, int) or str(ref).lstrip("v").isdigit():
             version = int(str(ref).lstrip("v"))
         else:
-            hit = self._aliases.get((name, str(ref)))
-            if hit is None or time.monotonic() - hit[0] >= self.alias_ttl_s:
+            key = (name, str(ref))
+            hit = self._aliases.get(key)
+            if hit is None:
+                return None
+            now = time.monotonic()
+            if now - hit[0] >= self.alias_ttl_s and now - self._refreshing.get(key, -1e9) >= 10 * self.alias_ttl_s:
+                self._refreshing[key] = now  # this caller re-resolves; only the event loop thread sets this
                 return None
             version = hit[1]
         return self._models.get((name, version))

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from feature_store.config import REPO_ROOT
+from services.sequential.app import RecommendResponse
 from tests.conftest import free_port
 from tests.e2e.conftest import RECSYS
 from tests.e2e.helpers import start_service, stop_service
@@ -35,11 +36,19 @@ def _active_user(demo_env: dict[str, str]) -> tuple[str, set[str]]:
     return str(row.user_id), set(row.item_ids)
 
 
+def _exactly_the_documented_schema(body: dict) -> None:
+    """The hot path builds answers as plain dicts (no per-answer validation): they must be exactly
+    the documented RecommendResponse, every field present, nothing else."""
+    assert set(body) == set(RecommendResponse.model_fields)
+    assert RecommendResponse.model_validate(body).model_dump(mode="json") == body
+
+
 def test_recommends_for_a_known_user_with_pinned_versions(seq_service: str, demo_env: dict[str, str]) -> None:
     user, seen = _active_user(demo_env)
     r = httpx.post(f"{seq_service}/v1/recommend", json={"user_id": user, "k": 10})
     assert r.status_code == 200, r.text
     body = r.json()
+    _exactly_the_documented_schema(body)
     assert body["fallback"] is False and body["model"] == "seq-lte" and body["model_version"] == 1
     assert set(body["feature_versions"]) == {"lte_avg@v1", "recent_items@v1"}
     ids = [i["item_id"] for i in body["items"]]
@@ -66,6 +75,7 @@ def test_unknown_user_gets_flagged_popularity_fallback(seq_service: str) -> None
     r = httpx.post(f"{seq_service}/v1/recommend", json={"user_id": "never-seen-user", "k": 5})
     assert r.status_code == 200
     body = r.json()
+    _exactly_the_documented_schema(body)
     assert body["fallback"] is True and "unknown user" in body["fallback_reason"]
     assert len(body["items"]) == 5
 

@@ -167,7 +167,9 @@ def test_training_learns_the_synthetic_clicks(small_splits, model: str, flt: str
     torch.manual_seed(0)
     m = CTRModel(cfg)
     untrained = evaluate(m, s.test)["AUC"]
-    result = fit(m, s.train, s.valid, TrainConfig(epochs=10, batch_size=256, lr=1e-2, patience=2, min_epochs=1))
+    # SSR sits on an LR-like plateau (valid AUC ~0.64) for 2-3 epochs before its crosses pay off; with
+    # patience 2, early stopping ended some runs there, depending on the CPU's float rounding.
+    result = fit(m, s.train, s.valid, TrainConfig(epochs=12, batch_size=256, lr=1e-2, patience=4, min_epochs=1))
     metrics = evaluate(m, s.test)
     oracle = roc_auc(s.test.labels, s.meta["test_p_click"])
     assert result.best_epoch >= 1 and len(result.valid_auc) == result.epochs_run
