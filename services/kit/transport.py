@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 from fastapi import FastAPI
 
 from services.kit.app import ServiceApp
+from services.kit.http1 import ConnectionFailed, HostPool
 
 
 class ServiceUnavailable(Exception):
@@ -38,55 +38,45 @@ def _decode_bytes(raw: bytes) -> Any:
 
 
 class HttpTransport:
-    """One pooled keep-alive aiohttp session for all services.
+    """Pooled keep-alive HTTP/1.1 to each service (services/kit/http1.py).
 
-    aiohttp, not httpx, on this hop: measured against the same FastAPI endpoint at concurrency 16,
-    httpx's AsyncClient spent ~2.1 ms of CPU per call and aiohttp ~0.15 ms, and the gateway's CPU per
-    request is one of its targets. Retries: once, when the connection failed before the request was
-    sent, or when a pooled keep-alive connection turned out closed by the server (the services' calls
-    are reads, so a repeat is harmless).
+    Retries: once, on another connection, when a kept-alive connection turned out closed by the
+    server before any of the response arrived (the services' calls are reads, so a repeat is
+    harmless). A connection that cannot be opened, a broken response and a timeout are
+    ``ServiceUnavailable``: the gateway's breaker counts them and a fallback answers.
     """
 
     def __init__(self, base_urls: Mapping[str, str], max_connections: int = 200) -> None:
         self.base_urls = dict(base_urls)
         self.max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._pools: dict[str, HostPool] = {}
 
-    def _client(self) -> aiohttp.ClientSession:
-        # Created lazily: an aiohttp session belongs to the event loop it was created in (the server's).
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections),
-                json_serialize=lambda obj: orjson.dumps(obj).decode(),
-            )
-        return self._session
+    def _pool(self, service: str) -> HostPool:
+        # Created lazily: a pool's semaphore and connections belong to the server's event loop.
+        pool = self._pools.get(service)
+        if pool is None:
+            base = self.base_urls.get(service)
+            if base is None:
+                raise ServiceUnavailable(f"no address configured for service {service!r}")
+            pool = self._pools[service] = HostPool(base, self.max_connections)
+        return pool
 
     async def post(
         self, service: str, path: str, body: dict[str, Any], timeout: float, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
-        base = self.base_urls.get(service)
-        if base is None:
-            raise ServiceUnavailable(f"no address configured for service {service!r}")
-        client = self._client()
-        for attempt in (0, 1):
-            try:
-                async with client.post(
-                    base + path, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-                ) as resp:
-                    raw = await resp.read()
-                    return resp.status, _decode_bytes(raw)
-            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
-                if attempt == 1:
-                    raise ServiceUnavailable(f"{service}: {type(exc).__name__}: {exc}") from exc
-            except TimeoutError as exc:
-                raise ServiceUnavailable(f"{service}: timed out after {timeout:.3f}s") from exc
-            except aiohttp.ClientError as exc:
-                raise ServiceUnavailable(f"{service}: {type(exc).__name__}") from exc
-        raise AssertionError("unreachable")
+        pool = self._pool(service)
+        try:
+            status, raw = await pool.post_json(path, orjson.dumps(body), headers, timeout)
+        except TimeoutError as exc:
+            raise ServiceUnavailable(f"{service}: timed out after {timeout:.3f}s") from exc
+        except ConnectionFailed as exc:
+            raise ServiceUnavailable(f"{service}: {exc}") from exc
+        return status, _decode_bytes(raw)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
 
 
 class InProcessTransport:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.kit.app import create_app
 from services.kit.errors import ApiError
-from services.kit.routes import LeanJSONRoute
+from services.kit.routes import MAX_BODY_BYTES, LeanJSONRoute
 
 
 class EchoIn(BaseModel):
@@ -79,3 +79,11 @@ def test_endpoints_it_cannot_serve_are_refused_at_startup() -> None:
         @router.post("/d", dependencies=[Depends(lambda: None)])
         async def with_dependency(body: EchoIn) -> dict:
             return {}
+
+
+def test_oversized_bodies_are_refused_with_413() -> None:
+    client = TestClient(_app(LeanJSONRoute))
+    big = b'{"name": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    r = client.post("/echo", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+    assert client.post("/echo", json={"name": "small"}).status_code == 200
