@@ -6,6 +6,7 @@ A service passes its routers and a readiness check; /healthz says the process is
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import MappingProxyType
@@ -23,6 +24,21 @@ ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
+def _freeze_startup_objects() -> None:
+    """Collect once, then move everything alive after startup out of the collector's reach.
+
+    A service process holds millions of long-lived objects once its imports (torch, pandas,
+    SQLAlchemy, pydantic), models and caches are loaded, and every full (generation 2) collection
+    walked all of them: 45-52 ms per collection in the gateway and the sequential service under
+    load (measured with ``gc.callbacks``), a stall that put single 20-60 ms outliers into p99.
+    After ``gc.freeze()`` a full collection only walks what was allocated since (CPython's
+    documented use: objects that live for the whole process). Startup garbage is collected first,
+    so nothing freed later is kept.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _with_worker_exit(lifespan: Lifespan | None) -> Lifespan:
     """The service's lifespan, then the metrics bookkeeping of a process that stops serving."""
 
@@ -30,11 +46,14 @@ def _with_worker_exit(lifespan: Lifespan | None) -> Lifespan:
     async def wrapped(app: FastAPI) -> AsyncIterator[None]:
         try:
             if lifespan is None:
+                _freeze_startup_objects()
                 yield
             else:
                 async with lifespan(app):
+                    _freeze_startup_objects()
                     yield
         finally:
+            gc.unfreeze()  # the app stops serving: its objects may be garbage now (matters in tests)
             worker_exiting()
 
     return wrapped

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
@@ -74,3 +78,19 @@ def test_health_ready_metrics() -> None:
     c.post("/echo", json={"k": 1})
     text = c.get("/metrics").text
     assert 'recsys_request_seconds_count{method="POST",model="",route="/echo",service="test",status="200"' in text
+
+
+def test_objects_alive_after_startup_are_frozen_while_serving() -> None:
+    """Full collections must not walk the service's startup objects (models, imports) under load."""
+    loaded: list[object] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded.append({"model": list(range(1000))})  # what a service loads at startup
+        yield
+
+    gc.unfreeze()
+    with TestClient(create_app("t", [], lifespan=lifespan)) as client:
+        assert client.get("/healthz").status_code == 200
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0  # stopped serving: collectable again
