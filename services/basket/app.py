@@ -34,8 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -56,9 +55,7 @@ from services.kit.metrics import INFERENCE_LATENCY
 from services.kit.models import (
     MODEL_VERSION_PATTERN,
     LoadedModel,
-    ModelLoader,
-    admin_load_router,
-    loader_readiness,
+    ServedModel,
 )
 from services.kit.routes import LeanJSONRoute
 from services.kit.settings import ServiceSettings
@@ -314,30 +311,23 @@ def build_app(
     settings = settings or BasketSettings()
     fs_settings = fs_settings or FeatureStoreSettings()
     router = APIRouter(tags=["recommend"], route_class=LeanJSONRoute)
-    state: dict[str, Any] = {}
+    served = ServedModel(
+        SERVICE,
+        settings.basket_model_name,
+        settings.basket_default_model_ref,
+        settings.onnx_threads,
+        fs_settings,
+        registry,
+        features,
+    )
     batchers: dict[tuple[str, int], MicroBatcher[Job, RecommendResponse]] = {}
     windows: dict[str, AsOfWindow] = {}
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from models.registry import ModelRegistry
-
-        reg = registry or ModelRegistry.from_settings(fs_settings)
-        state["loader"] = ModelLoader(reg, threads=settings.onnx_threads)
-        state["features"] = features or ServiceFeatureClient.from_settings(SERVICE, fs_settings)
-        try:  # warm the default version so the first request does not pay for loading it
-            state["loader"].get(settings.basket_model_name, settings.basket_default_model_ref)
-        except Exception as exc:
-            state["load_error"] = str(exc)
-        yield
-        if features is None:
-            state["features"].close()
 
     def window_of(model: LoadedModel) -> AsOfWindow:
         ref = purchase_ref(model)
         w = windows.get(ref)
         if w is None:
-            w = windows[ref] = as_of_window(state["features"], ref, settings.basket_max_days_after_snapshot)
+            w = windows[ref] = as_of_window(served.features, ref, settings.basket_max_days_after_snapshot)
         return w
 
     def batcher(model: LoadedModel) -> MicroBatcher[Job, RecommendResponse]:
@@ -345,7 +335,7 @@ def build_app(
         key = (model.name, model.version)
         b = batchers.get(key)
         if b is None:
-            features: ServiceFeatureClient = state["features"]
+            features: ServiceFeatureClient = served.features
 
             def run(jobs: list[Job]) -> list[RecommendResponse | Exception]:
                 return recommend_batch(model, features, jobs)
@@ -360,24 +350,13 @@ def build_app(
             )
         return b
 
-    async def get_model(ref: str) -> LoadedModel:
-        loader: ModelLoader = state["loader"]
-        # Cached versions resolve on the loop; registry lookups and loads block, so they go to a thread.
-        model = loader.peek(settings.basket_model_name, ref)
-        if model is None:
-            try:
-                model = await run_in_threadpool(loader.get, settings.basket_model_name, ref)
-            except LookupError as exc:
-                raise ApiError(404, "unknown_model_version", str(exc)) from exc
-        return model
-
     @router.post("/v1/recommend", responses=error_responses(400, 404, 422))
     async def recommend_route(body: RecommendRequest, request: Request) -> RecommendResponse:
         if body.k > settings.basket_max_k:
             raise ApiError(
                 422, "k_too_large", f"k={body.k} exceeds this service's basket_max_k={settings.basket_max_k}"
             )
-        model = await get_model(body.model_version or settings.basket_default_model_ref)
+        model = await served.resolve(body.model_version)
         request.state.model, request.state.model_version = model.name, str(model.version)
         ref = purchase_ref(model)
         window = windows.get(ref)
@@ -385,7 +364,7 @@ def build_app(
             window = await run_in_threadpool(window_of, model)
         job = resolve_as_of(body, window, settings)
         if not settings.batching:
-            (result,) = await run_in_threadpool(recommend_batch, model, state["features"], [job])
+            (result,) = await run_in_threadpool(recommend_batch, model, served.features, [job])
             if isinstance(result, BaseException):
                 raise result
             return result
@@ -395,8 +374,8 @@ def build_app(
         w = window_of(model)
         return {"as_of_range": [date_of(w.earliest_day).isoformat(), date_of(w.latest_day).isoformat()]}
 
-    admin = admin_load_router(settings, lambda ref: state["loader"].get(settings.basket_model_name, ref), describe)
-    return create_app(SERVICE, [router, admin], ready=lambda: loader_readiness(state), lifespan=lifespan)
+    routers = [router, served.admin_router(settings, describe)]
+    return create_app(SERVICE, routers, ready=served.readiness, lifespan=lambda app: served.running())
 
 
 def app_factory() -> FastAPI:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
@@ -41,9 +39,7 @@ from services.kit.metrics import INFERENCE_LATENCY
 from services.kit.models import (
     MODEL_VERSION_PATTERN,
     LoadedModel,
-    ModelLoader,
-    admin_load_router,
-    loader_readiness,
+    ServedModel,
 )
 from services.kit.routes import LeanJSONRoute
 from services.kit.settings import ServiceSettings
@@ -269,7 +265,6 @@ def build_app(
     settings = settings or CTRSettings()
     fs_settings = fs_settings or FeatureStoreSettings()
     router = APIRouter(tags=["score"], route_class=LeanJSONRoute)
-    state: dict[str, Any] = {}
     prepared: dict[tuple[str, int], CTRModel] = {}
     item_cache = EntityValueCache(settings.item_feature_ttl_s) if settings.item_feature_ttl_s > 0 else None
 
@@ -279,26 +274,16 @@ def build_app(
             prepared[key] = CTRModel(model)
         return prepared[key]
 
-    def load(ref: str) -> CTRModel:
-        loader: ModelLoader = state["loader"]
-        try:
-            return ctr_model(loader.get(settings.model_name, ref))
-        except LookupError as exc:
-            raise ApiError(404, "unknown_model_version", str(exc)) from exc
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from models.registry import ModelRegistry
-
-        reg = registry or ModelRegistry.from_settings(fs_settings)
-        state["loader"] = ModelLoader(reg, threads=settings.onnx_threads)
-        state["features"] = ServiceFeatureClient.from_settings(SERVICE, fs_settings)
-        try:  # warm the default version so the first request does not pay for loading it
-            load(settings.default_model_ref)
-        except Exception as exc:
-            state["load_error"] = str(exc)
-        yield
-        state["features"].close()
+    # A version whose fields cannot be assembled fails when it loads (deploy pre-flight), not on a request.
+    served = ServedModel(
+        SERVICE,
+        settings.model_name,
+        settings.default_model_ref,
+        settings.onnx_threads,
+        fs_settings,
+        registry,
+        prepare=ctr_model,
+    )
 
     @router.post("/v1/score", responses=error_responses(400, 404, 422))
     async def score_route(body: ScoreRequest) -> ScoreResponse:
@@ -309,13 +294,11 @@ def build_app(
                 f"{len(body.candidates)} candidates; at most {settings.max_candidates} per request",
                 {"limit": settings.max_candidates},
             )
-        ref = body.model_version or settings.default_model_ref
-        loaded = state["loader"].peek(settings.model_name, ref)
-        ctr = ctr_model(loaded) if loaded is not None else await run_in_threadpool(load, ref)
-        return await run_in_threadpool(score, ctr, state["features"], body, item_cache)
+        ctr = ctr_model(await served.resolve(body.model_version))
+        return await run_in_threadpool(score, ctr, served.features, body, item_cache)
 
-    admin = admin_load_router(settings, lambda ref: load(ref).model)
-    return create_app(SERVICE, [router, admin], ready=lambda: loader_readiness(state), lifespan=lifespan)
+    routers = [router, served.admin_router(settings)]
+    return create_app(SERVICE, routers, ready=served.readiness, lifespan=lambda app: served.running())
 
 
 def app_factory() -> FastAPI:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,18 +170,94 @@ class LoadRequest(BaseModel):
     model_version: str = Field(pattern=MODEL_VERSION_PATTERN)
 
 
-def loader_readiness(state: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-    """``/readyz`` of a model service: ready once any version is loaded; says why not otherwise.
+class ServedModel:
+    """The model half of every recommender service: which registered model it serves, the loader
+    that resolves aliases and keeps versions loaded, and the feature client.
 
-    ``state`` is the service's lifespan state: ``loader`` (a ModelLoader) and, when warming the
-    default version failed, ``load_error``.
+    The service's lifespan is ``running()`` (build both, warm the default version so the first
+    request does not pay for loading it); its routes call ``resolve``; ``readiness`` is its
+    ``/readyz``; ``admin_router`` its deploy pre-flight route. ``prepare`` is the family's own
+    per-version step (checks and caches the graph alone does not give) run whenever a version
+    is loaded on purpose (warm-up, admin load, first request), so a version that would fail it
+    fails the deploy's pre-flight, not a user's request. ``registry``/``features``: injected ones
+    (tests) instead of those built from the settings; an injected feature client is not closed.
     """
-    loader: ModelLoader | None = state.get("loader")
-    loaded = loader.loaded() if loader else []
-    details: dict[str, Any] = {"loaded": loaded}
-    if "load_error" in state and not loaded:
-        details["error"] = state["load_error"]
-    return bool(loaded), details
+
+    def __init__(
+        self,
+        service: str,
+        model_name: str,
+        default_ref: str,
+        threads: int,
+        fs_settings: Any,
+        registry: Any | None = None,
+        features: Any | None = None,
+        prepare: Callable[[LoadedModel], object] | None = None,
+    ) -> None:
+        self.service = service
+        self.model_name = model_name
+        self.default_ref = default_ref
+        self.threads = threads
+        self.fs_settings = fs_settings
+        self.prepare = prepare
+        self._registry = registry
+        self._features = features
+        self.loader: ModelLoader | None = None
+        self.features: Any = features
+        self.load_error: str | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        from models.registry import ModelRegistry
+        from services.kit.features import ServiceFeatureClient
+
+        registry = self._registry or ModelRegistry.from_settings(self.fs_settings)
+        self.loader = ModelLoader(registry, threads=self.threads)
+        if self._features is None:
+            self.features = ServiceFeatureClient.from_settings(self.service, self.fs_settings)
+        try:
+            self.load(self.default_ref)
+        except Exception as exc:  # serve anyway: /readyz says why, requests for other versions work
+            self.load_error = str(exc)
+        try:
+            yield
+        finally:
+            if self._features is None:
+                self.features.close()
+
+    def load(self, ref: str) -> LoadedModel:
+        """Resolve and load ``ref`` (blocking: registry, hashing, ONNX session); 404 if unknown."""
+        from services.kit.errors import ApiError
+
+        assert self.loader is not None, "ServedModel.load before running()"
+        try:
+            model = self.loader.get(self.model_name, ref)
+        except LookupError as exc:
+            raise ApiError(404, "unknown_model_version", str(exc)) from exc
+        if self.prepare is not None:
+            self.prepare(model)
+        return model
+
+    async def resolve(self, ref: str | None) -> LoadedModel:
+        """A request's model: ``ref`` or the default. Cached versions resolve on the event loop;
+        registry lookups and loads block, so they go to a thread."""
+        from starlette.concurrency import run_in_threadpool
+
+        ref = ref or self.default_ref
+        assert self.loader is not None, "ServedModel.resolve before running()"
+        model = self.loader.peek(self.model_name, ref)
+        return model if model is not None else await run_in_threadpool(self.load, ref)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """``/readyz``: ready once any version is loaded; says why not otherwise."""
+        loaded = self.loader.loaded() if self.loader else []
+        details: dict[str, Any] = {"loaded": loaded}
+        if self.load_error is not None and not loaded:
+            details["error"] = self.load_error
+        return bool(loaded), details
+
+    def admin_router(self, settings: Any, describe: Callable[[LoadedModel], dict[str, Any]] | None = None) -> Any:
+        return admin_load_router(settings, self.load, describe)
 
 
 def admin_load_router(

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,9 +31,7 @@ from services.kit.metrics import INFERENCE_LATENCY
 from services.kit.models import (
     MODEL_VERSION_PATTERN,
     LoadedModel,
-    ModelLoader,
-    admin_load_router,
-    loader_readiness,
+    ServedModel,
 )
 from services.kit.routes import LeanJSONRoute
 from services.kit.settings import ServiceSettings
@@ -270,29 +267,17 @@ def build_app(
     settings = settings or SequentialSettings()
     fs_settings = fs_settings or FeatureStoreSettings()
     router = APIRouter(tags=["recommend"], route_class=LeanJSONRoute)
-    state: dict[str, Any] = {}
+    served = ServedModel(
+        SERVICE, settings.model_name, settings.default_model_ref, settings.onnx_threads, fs_settings, registry
+    )
     batchers: dict[tuple[str, int], MicroBatcher[tuple[RecommendRequest, float], Answer]] = {}
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from models.registry import ModelRegistry
-
-        reg = registry or ModelRegistry.from_settings(fs_settings)
-        state["loader"] = ModelLoader(reg, threads=settings.onnx_threads)
-        state["features"] = ServiceFeatureClient.from_settings(SERVICE, fs_settings)
-        try:  # warm the default version so the first request does not pay for loading it
-            state["loader"].get(settings.model_name, settings.default_model_ref)
-        except Exception as exc:
-            state["load_error"] = str(exc)
-        yield
-        state["features"].close()
 
     def batcher(model: LoadedModel) -> MicroBatcher[tuple[RecommendRequest, float], Answer]:
         """One batcher per model version: a batch is one ONNX call, so it never mixes versions."""
         key = (model.name, model.version)
         b = batchers.get(key)
         if b is None:
-            features: ServiceFeatureClient = state["features"]
+            features: ServiceFeatureClient = served.features
 
             def run(items: list[tuple[RecommendRequest, float]]) -> list[Answer | Exception]:
                 return recommend_batch(model, features, [it[0] for it in items], [it[1] for it in items])
@@ -315,29 +300,18 @@ def build_app(
                 "too_many_recent_items",
                 f"{len(body.recent_items)} recent_items; at most {settings.max_recent_items}",
             )
-        loader: ModelLoader = state["loader"]
-        ref = body.model_version or settings.default_model_ref
-        # Cached versions resolve on the loop; registry lookups and loads block, so they go to a thread.
-        model = loader.peek(settings.model_name, ref)
-        if model is None:
-            try:
-                model = await run_in_threadpool(loader.get, settings.model_name, ref)
-            except LookupError as exc:
-                raise ApiError(404, "unknown_model_version", str(exc)) from exc
+        model = await served.resolve(body.model_version)
         request.state.model, request.state.model_version = model.name, str(model.version)
         top_k = int(model.params.get("top_k", 100))
         if body.k > top_k:  # refused before it takes a place in a batch
             raise ApiError(422, "k_too_large", f"k={body.k} exceeds this model's top_k={top_k}")
         now = time.time()
         if not settings.batching:
-            return await run_in_threadpool(recommend, model, state["features"], body, now)
+            return await run_in_threadpool(recommend, model, served.features, body, now)
         return await batcher(model).submit((body, now))
 
-    def load(ref: str) -> LoadedModel:
-        return state["loader"].get(settings.model_name, ref)
-
-    admin = admin_load_router(settings, load)
-    return create_app(SERVICE, [router, admin], ready=lambda: loader_readiness(state), lifespan=lifespan)
+    routers = [router, served.admin_router(settings)]
+    return create_app(SERVICE, routers, ready=served.readiness, lifespan=lambda app: served.running())
 
 
 def app_factory() -> FastAPI:
