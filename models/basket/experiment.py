@@ -14,7 +14,6 @@ also exported to ONNX there and its test scores are compared with torch.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -39,6 +38,7 @@ from models.basket.data import (
 from models.basket.evaluate import basket_metrics
 from models.basket.model import CASE, CASEConfig, save_checkpoint
 from models.basket.train import TrainConfig, fit, score_queries
+from models.eval.report import append_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -298,26 +298,12 @@ def runs_path(root: Path = DEFAULT_ROOT) -> Path:
     return Path(root) / "runs.jsonl"
 
 
-def _json_default(v: Any) -> Any:
-    if hasattr(v, "item"):
-        return v.item()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"not JSON serialisable: {type(v)}")
-
-
 def append_run(record: dict[str, Any], root: Path = DEFAULT_ROOT) -> None:
-    path = runs_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record, default=_json_default) + "\n")
+    append_jsonl(runs_path(root), record)
 
 
 def read_runs(root: Path = DEFAULT_ROOT) -> list[dict[str, Any]]:
-    path = runs_path(root)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(runs_path(root))
 
 
 def run_dataset(

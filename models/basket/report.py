@@ -14,7 +14,7 @@ from typing import Any
 
 from feature_store.config import REPO_ROOT
 from models.basket.experiment import DATASETS, DEFAULT_ROOT, PLANS, read_runs
-from models.eval.report import _jsonable, aggregate, format_mean_std, render_table
+from models.eval.report import _jsonable, aggregate, format_mean_std, render_table, results_payload
 
 DOC_MD = REPO_ROOT / "docs" / "results" / "basket.md"
 DOC_JSON = REPO_ROOT / "docs" / "results" / "basket.json"
@@ -350,16 +350,7 @@ def render_report(root: Path = DEFAULT_ROOT, path_md: Path = DOC_MD, path_json: 
     payload = {
         "title": TITLE,
         "protocol": PROTOCOL,
-        "results": {
-            dataset: {
-                model: {
-                    "runs": runs,
-                    "aggregate": {k: {"mean": m, "std": s} for k, (m, s) in aggregate(runs).items()},
-                }
-                for model, runs in models.items()
-            }
-            for dataset, models in results.items()
-        },
+        "results": results_payload(results),
         "goal": goals,
         "runs": records,
     }

@@ -24,7 +24,6 @@ checked against torch on the test rows (encode_rows + ONNX Runtime).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +41,7 @@ from models.ctr.data import CTRSplits, criteo_splits, frappe_splits, synthetic_s
 from models.ctr.metrics import expected_calibration_error, log_loss, roc_auc
 from models.ctr.model import CalibratedCTR, CTRConfig, CTRModel, count_parameters
 from models.ctr.train import TrainConfig, fit, predict_logits
+from models.eval.report import append_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -298,25 +298,11 @@ def _export_and_check(model: CTRModel, splits: CTRSplits, cal: Any, valid_auc: f
 
 
 def read_runs(root: Path = DEFAULT_ROOT) -> list[dict[str, Any]]:
-    path = Path(root) / "runs.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(Path(root) / "runs.jsonl")
 
 
 def append_run(record: dict[str, Any], root: Path = DEFAULT_ROOT) -> None:
-    path = Path(root) / "runs.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fh.write(json.dumps(record, default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value)}")
+    append_jsonl(Path(root) / "runs.jsonl", record)
 
 
 def run_experiment(

@@ -116,6 +116,44 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def results_payload(results: Results) -> dict[str, Any]:
+    """dataset -> model -> {"runs": the raw runs, "aggregate": {metric: {"mean", "std"}}}: the
+    "results" of every result JSON (this module's and the families' own reports)."""
+    return {
+        dataset: {
+            model: {
+                "runs": [dict(r) for r in runs],
+                "aggregate": {k: {"mean": m, "std": s} for k, (m, s) in aggregate(runs).items()},
+            }
+            for model, runs in models.items()
+        }
+        for dataset, models in results.items()
+    }
+
+
+def _json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` for run records: numpy scalars as numbers, paths as strings."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one record to a run store (one JSON object a line), creating it if needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record, default=_json_default) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every record of a run store; none if it does not exist yet."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def write_report(
     path_json: Path,
     path_md: Path | None,
@@ -124,20 +162,7 @@ def write_report(
     title: str,
 ) -> None:
     """Write the raw runs + aggregates as JSON and, if ``path_md`` is given, the markdown page."""
-    payload = {
-        "title": title,
-        "protocol": protocol,
-        "results": {
-            dataset: {
-                model: {
-                    "runs": [dict(r) for r in runs],
-                    "aggregate": {k: {"mean": m, "std": s} for k, (m, s) in aggregate(runs).items()},
-                }
-                for model, runs in models.items()
-            }
-            for dataset, models in results.items()
-        },
-    }
+    payload = {"title": title, "protocol": protocol, "results": results_payload(results)}
     path_json = Path(path_json)
     path_json.parent.mkdir(parents=True, exist_ok=True)
     path_json.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")

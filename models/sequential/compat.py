@@ -90,6 +90,7 @@ from torch import nn
 from feature_store.config import REPO_ROOT, FeatureStoreSettings
 from feature_store.pipelines.lte import torch_threads
 from models.eval.metrics import hit_rate, ndcg, rank_of_targets
+from models.eval.report import read_jsonl
 from models.eval.split import SequenceSplit, leave_one_out
 from models.sequential.data import (
     US,
@@ -835,8 +836,7 @@ def _runs_path(dataset: str, root: Path) -> Path:
 
 
 def read_runs(dataset: str, root: Path = DEFAULT_ROOT) -> list[dict[str, Any]]:
-    p = _runs_path(dataset, root)
-    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
+    return read_jsonl(_runs_path(dataset, root))
 
 
 def _append(dataset: str, root: Path, rec: dict[str, Any]) -> None:

@@ -40,6 +40,7 @@ import torch
 from feature_store.config import REPO_ROOT, FeatureStoreSettings
 from models.eval.baselines import Popularity
 from models.eval.harness import evaluate
+from models.eval.report import append_jsonl, read_jsonl
 from models.eval.split import SequenceSplit, leave_one_out
 from models.sequential.data import (
     Examples,
@@ -428,25 +429,11 @@ def runs_path(root: Path = DEFAULT_ROOT) -> Path:
 
 
 def append_run(record: dict[str, Any], root: Path = DEFAULT_ROOT) -> None:
-    path = runs_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record, default=_json_default) + "\n")
-
-
-def _json_default(v: Any) -> Any:
-    if hasattr(v, "item"):
-        return v.item()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"not JSON serialisable: {type(v)}")
+    append_jsonl(runs_path(root), record)
 
 
 def read_runs(root: Path = DEFAULT_ROOT) -> list[dict[str, Any]]:
-    path = runs_path(root)
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_jsonl(runs_path(root))
     for r in records:
         # Early records stored the model config under "model", hiding the model name.
         if isinstance(r.get("model"), dict):
@@ -567,8 +554,5 @@ def tune_run(dataset: str, variant: str, overrides: dict[str, Any], root: Path =
     row = {"dataset": dataset, "variant": variant, "kw": overrides, **{k: rec[k] for k in keep}}
     row["train_examples"] = rec["train_examples"]
     row["valid_history"] = rec["valid_history"]
-    path = Path(root) / "tune.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fh.write(json.dumps(row, default=_json_default) + "\n")
+    append_jsonl(Path(root) / "tune.jsonl", row)
     return row

@@ -15,7 +15,7 @@ from typing import Any
 
 from feature_store.config import REPO_ROOT
 from models.eval.harness import PROTOCOL
-from models.eval.report import aggregate, render_table
+from models.eval.report import aggregate, render_table, results_payload
 from models.sequential import compat
 from models.sequential.experiment import DATASETS, DEFAULT_ROOT, PLANS, DatasetPlan, model_name, read_runs
 
@@ -368,16 +368,7 @@ def render(root: Path = DEFAULT_ROOT, md_path: Path = DOC_MD, json_path: Path = 
     payload = {
         "title": TITLE,
         "protocol": PROTOCOL,
-        "results": {
-            dataset: {
-                model: {
-                    "runs": runs,
-                    "aggregate": {k: {"mean": m, "std": s} for k, (m, s) in aggregate(runs).items()},
-                }
-                for model, runs in models.items()
-            }
-            for dataset, models in results.items()
-        },
+        "results": results_payload(results),
         "goal": goals,
         "plans": {d: PLANS[d].to_dict() for d in DATASETS},
         "onnx": q,

@@ -48,7 +48,7 @@ from feature_store.online import FeatureNotOnline
 from feature_store.versions import parse_ref
 from services.basket.scoring import Ranked, date_of, day_number_of, history_before, rank_histories
 from services.kit.app import create_app
-from services.kit.batching import MicroBatcher
+from services.kit.batching import BatcherPerVersion
 from services.kit.errors import ApiError, error_responses
 from services.kit.features import ServiceFeatureClient
 from services.kit.metrics import INFERENCE_LATENCY
@@ -320,7 +320,6 @@ def build_app(
         registry,
         features,
     )
-    batchers: dict[tuple[str, int], MicroBatcher[Job, RecommendResponse]] = {}
     windows: dict[str, AsOfWindow] = {}
 
     def window_of(model: LoadedModel) -> AsOfWindow:
@@ -330,25 +329,8 @@ def build_app(
             w = windows[ref] = as_of_window(served.features, ref, settings.basket_max_days_after_snapshot)
         return w
 
-    def batcher(model: LoadedModel) -> MicroBatcher[Job, RecommendResponse]:
-        """One batcher per model version: a batch is one ONNX call, so it never mixes versions."""
-        key = (model.name, model.version)
-        b = batchers.get(key)
-        if b is None:
-            features: ServiceFeatureClient = served.features
-
-            def run(jobs: list[Job]) -> list[RecommendResponse | Exception]:
-                return recommend_batch(model, features, jobs)
-
-            b = batchers[key] = MicroBatcher(
-                run,
-                max_batch_size=settings.batch_max_size,
-                max_wait_ms=settings.batch_max_wait_ms,
-                max_concurrency=settings.batch_max_concurrency,
-                service=SERVICE,
-                name=model.label,
-            )
-        return b
+    batcher: BatcherPerVersion[LoadedModel, Job, RecommendResponse]
+    batcher = BatcherPerVersion(lambda model, jobs: recommend_batch(model, served.features, jobs), settings, SERVICE)
 
     @router.post("/v1/recommend", responses=error_responses(400, 404, 422))
     async def recommend_route(body: RecommendRequest, request: Request) -> RecommendResponse:

@@ -23,10 +23,11 @@ that item only. An exception raised by the function fails every item of that bat
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import Gauge, Histogram
 
@@ -177,3 +178,40 @@ class MicroBatcher(Generic[T, R]):
                 self._timer.cancel()
                 self._timer = None
             self._dispatch(loop)
+
+
+class _Version(Protocol):
+    name: str
+    version: int
+
+    @property
+    def label(self) -> str: ...
+
+
+M = TypeVar("M", bound=_Version)
+
+
+class BatcherPerVersion(Generic[M, T, R]):
+    """One ``MicroBatcher`` per model version, made on first use: a batch is one inference call, so
+    it never mixes versions. ``run(model, items)`` answers a batch for ``model``; the sizes come
+    from the service's settings (``batch_max_size``, ``batch_max_wait_ms``, ``batch_max_concurrency``)."""
+
+    def __init__(self, run: Callable[[M, list[T]], Sequence[R | BaseException]], settings: Any, service: str) -> None:
+        self.run = run
+        self.settings = settings
+        self.service = service
+        self._batchers: dict[tuple[str, int], MicroBatcher[T, R]] = {}
+
+    def __call__(self, model: M) -> MicroBatcher[T, R]:
+        key = (model.name, model.version)
+        b = self._batchers.get(key)
+        if b is None:
+            b = self._batchers[key] = MicroBatcher(
+                functools.partial(self.run, model),
+                max_batch_size=self.settings.batch_max_size,
+                max_wait_ms=self.settings.batch_max_wait_ms,
+                max_concurrency=self.settings.batch_max_concurrency,
+                service=self.service,
+                name=model.label,
+            )
+        return b

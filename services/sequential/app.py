@@ -24,7 +24,7 @@ from feature_store.config import FeatureStoreSettings
 from feature_store.online import FeatureNotOnline
 from feature_store.versions import parse_ref
 from services.kit.app import create_app
-from services.kit.batching import MicroBatcher
+from services.kit.batching import BatcherPerVersion
 from services.kit.errors import ApiError, error_responses
 from services.kit.features import ServiceFeatureClient
 from services.kit.metrics import INFERENCE_LATENCY
@@ -270,27 +270,12 @@ def build_app(
     served = ServedModel(
         SERVICE, settings.model_name, settings.default_model_ref, settings.onnx_threads, fs_settings, registry
     )
-    batchers: dict[tuple[str, int], MicroBatcher[tuple[RecommendRequest, float], Answer]] = {}
 
-    def batcher(model: LoadedModel) -> MicroBatcher[tuple[RecommendRequest, float], Answer]:
-        """One batcher per model version: a batch is one ONNX call, so it never mixes versions."""
-        key = (model.name, model.version)
-        b = batchers.get(key)
-        if b is None:
-            features: ServiceFeatureClient = served.features
+    def run(model: LoadedModel, items: list[tuple[RecommendRequest, float]]) -> list[Answer | Exception]:
+        return recommend_batch(model, served.features, [it[0] for it in items], [it[1] for it in items])
 
-            def run(items: list[tuple[RecommendRequest, float]]) -> list[Answer | Exception]:
-                return recommend_batch(model, features, [it[0] for it in items], [it[1] for it in items])
-
-            b = batchers[key] = MicroBatcher(
-                run,
-                max_batch_size=settings.batch_max_size,
-                max_wait_ms=settings.batch_max_wait_ms,
-                max_concurrency=settings.batch_max_concurrency,
-                service=SERVICE,
-                name=model.label,
-            )
-        return b
+    batcher: BatcherPerVersion[LoadedModel, tuple[RecommendRequest, float], Answer]
+    batcher = BatcherPerVersion(run, settings, SERVICE)
 
     @router.post("/v1/recommend", response_model=RecommendResponse, responses=error_responses(400, 404, 422))
     async def recommend_route(body: RecommendRequest, request: Request) -> Answer:
